@@ -1,0 +1,355 @@
+package trust
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/fxamacker/cbor/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Keys in the Badger database. Everything under trustPrefix is trust state and goes into the
+// state digest; everything under metaPrefix describes it.
+const (
+	trustPrefix = "t/"
+	keyPrefix   = trustPrefix + "key/"
+	sigPrefix   = trustPrefix + "sig/"
+	metaPrefix  = "m/"
+	versionKey  = metaPrefix + "version"
+	digestKey   = metaPrefix + "digest"
+)
+
+// digestDomain separates our state digests from any other SHA-256 use.
+const digestDomain = "bpfleet-trust-state-v1\x00"
+
+// ErrVersion is returned by Apply for a change whose version is not above the stored one.
+var ErrVersion = errors.New("version not newer than the store's")
+
+// Options tunes a store. The zero value is what devices use.
+type Options struct {
+	// LockWait is how long Open waits for another bpfleet process to release the store.
+	// Zero means 10 seconds.
+	LockWait time.Duration
+}
+
+// Store is an open trust store. It is not safe for use after Close.
+type Store struct {
+	db   *badger.DB
+	lock *os.File
+}
+
+// Open opens (creating if needed) the trust store in dir.
+func Open(dir string, o Options) (*Store, error) {
+	if o.LockWait == 0 {
+		o.LockWait = 10 * time.Second
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open trust store: %w", err)
+	}
+	lock, err := acquire(filepath.Join(dir, "bpfleet.lock"), o.LockWait)
+	if err != nil {
+		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
+	}
+	db, err := badger.Open(lowMemory(dir))
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
+	}
+	return &Store{db: db, lock: lock}, nil
+}
+
+// lowMemory are Badger options for small devices: Badger's defaults reserve a 64 MiB memtable
+// and map gigabytes of address space; these open at a few MB of RSS. The memtable size also
+// bounds one transaction (Badger allows 15% of it), hence of one atomic change: 4 MiB admits a
+// change of about 600 KiB. Writes are synced so that an acknowledged delta survives power loss.
+func lowMemory(dir string) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(nil).
+		WithSyncWrites(true).
+		WithMemTableSize(4 << 20).
+		WithNumMemtables(1).
+		WithNumLevelZeroTables(1).
+		WithNumLevelZeroTablesStall(2).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(4 << 20).
+		WithValueLogFileSize(4 << 20).
+		WithValueThreshold(1 << 10).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithCompression(options.None).
+		WithNumCompactors(2).
+		WithNumGoroutines(2)
+}
+
+// acquire takes an exclusive flock on path, polling until wait has passed.
+func acquire(path string, wait time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("store is in use by another bpfleet process (waited %s): %w", wait, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Close flushes and closes the store and releases its lock.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Change is a set of additions to the trust state, stamped with the version it brings the store
+// to.
+type Change struct {
+	Version    uint64
+	Keys       []Key
+	Signatures []Signature
+}
+
+// Apply validates c against the store and writes it in one transaction. It returns the new state
+// digest. On any error nothing was written.
+func (s *Store) Apply(c Change) (string, error) {
+	for i, k := range c.Keys {
+		if _, err := k.PublicKey(); err != nil {
+			return "", fmt.Errorf("apply version %d: key %d: %w", c.Version, i, err)
+		}
+	}
+	for i, sig := range c.Signatures {
+		if !validDigest(sig.Digest) {
+			return "", fmt.Errorf("apply version %d: signature %d: malformed digest %q", c.Version, i, sig.Digest)
+		}
+		if len(sig.Payload) == 0 || len(sig.Signature) == 0 {
+			return "", fmt.Errorf("apply version %d: signature %d for %s: empty payload or signature", c.Version, i, sig.Digest)
+		}
+	}
+	var digest string
+	err := s.db.Update(func(txn *badger.Txn) error {
+		current, err := version(txn)
+		if err != nil {
+			return err
+		}
+		if c.Version <= current {
+			return fmt.Errorf("%w: change is version %d, store is at %d", ErrVersion, c.Version, current)
+		}
+		for _, k := range c.Keys {
+			if err := txn.Set([]byte(keyPrefix+k.ID()), k.DER); err != nil {
+				return err
+			}
+		}
+		for _, sig := range c.Signatures {
+			v, err := cbor.Marshal(sig)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set([]byte(sigPrefix+sig.Digest+"/"+sig.ID()), v); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set([]byte(versionKey), binary.BigEndian.AppendUint64(nil, c.Version)); err != nil {
+			return err
+		}
+		sum, err := stateDigest(txn, c.Version)
+		if err != nil {
+			return err
+		}
+		digest = sum
+		return txn.Set([]byte(digestKey), []byte(sum))
+	})
+	if err != nil {
+		return "", fmt.Errorf("apply version %d: %w", c.Version, err)
+	}
+	return digest, nil
+}
+
+func validDigest(d string) bool {
+	hexPart, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil && strings.ToLower(hexPart) == hexPart
+}
+
+func version(txn *badger.Txn) (uint64, error) {
+	item, err := txn.Get([]byte(versionKey))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("corrupt version record (%d bytes)", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// stateDigest hashes the version and every trust record in key order. Each key and value is
+// length-prefixed so that no two different states hash the same input.
+func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
+	h := sha256.New()
+	h.Write([]byte(digestDomain))
+	h.Write(binary.BigEndian.AppendUint64(nil, ver))
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: false})
+	defer it.Close()
+	var buf []byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		v, err := item.ValueCopy(buf[:0])
+		if err != nil {
+			return "", err
+		}
+		buf = v
+		k := item.Key()
+		h.Write(binary.AppendUvarint(nil, uint64(len(k))))
+		h.Write(k)
+		h.Write(binary.AppendUvarint(nil, uint64(len(v))))
+		h.Write(v)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Snapshot is a consistent in-memory copy of the trust state. It implements Reader.
+type Snapshot struct {
+	version    uint64
+	digest     string
+	keys       []Key
+	signatures map[string][]Signature
+}
+
+// Snapshot reads the whole trust state in one read transaction.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	snap := &Snapshot{signatures: map[string][]Signature{}}
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if snap.version, err = version(txn); err != nil {
+			return err
+		}
+		if snap.version == 0 {
+			snap.digest, err = stateDigest(txn, 0)
+			if err != nil {
+				return err
+			}
+		} else {
+			item, err := txn.Get([]byte(digestKey))
+			if err != nil {
+				return fmt.Errorf("read state digest: %w", err)
+			}
+			d, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			snap.digest = string(d)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := string(item.Key())
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			switch {
+			case strings.HasPrefix(k, keyPrefix):
+				snap.keys = append(snap.keys, Key{DER: v})
+			case strings.HasPrefix(k, sigPrefix):
+				var sig Signature
+				if err := cbor.Unmarshal(v, &sig); err != nil {
+					return fmt.Errorf("corrupt signature record %q: %w", k, err)
+				}
+				snap.signatures[sig.Digest] = append(snap.signatures[sig.Digest], sig)
+			default:
+				return fmt.Errorf("unknown trust record %q", k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read trust snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// Verify recomputes the state digest from the records and compares it with the stored one, to
+// catch a store that was changed behind bpfleet's back or damaged.
+func (s *Store) Verify() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		ver, err := version(txn)
+		if err != nil || ver == 0 {
+			return err
+		}
+		item, err := txn.Get([]byte(digestKey))
+		if err != nil {
+			return fmt.Errorf("verify trust store: read digest: %w", err)
+		}
+		stored, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		got, err := stateDigest(txn, ver)
+		if err != nil {
+			return err
+		}
+		if got != string(stored) {
+			return fmt.Errorf("verify trust store: records hash to %s but the store says %s", got, stored)
+		}
+		return nil
+	})
+}
+
+// Dump returns every key and value in the database, for tests and diagnostics that must prove a
+// store unchanged.
+func (s *Store) Dump() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().KeyCopy(nil))] = v
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Version implements Reader.
+func (s *Snapshot) Version() uint64 { return s.version }
+
+// StateDigest implements Reader.
+func (s *Snapshot) StateDigest() string { return s.digest }
+
+// Keys implements Reader.
+func (s *Snapshot) Keys() []Key { return s.keys }
+
+// SignaturesFor implements Reader.
+func (s *Snapshot) SignaturesFor(digest string) []Signature { return s.signatures[digest] }

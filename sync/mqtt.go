@@ -1,0 +1,190 @@
+package sync
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	gosync "sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// DeltaTopic is where a fleet's deltas are published, QoS 1.
+func DeltaTopic(fleet string) string { return "bpfleet/" + fleet + "/deltas" }
+
+// StatusTopic is where a device publishes its Status, retained.
+func StatusTopic(fleet, device string) string { return "bpfleet/" + fleet + "/status/" + device }
+
+// Status is what a device reports about its trust, as JSON on its StatusTopic.
+type Status struct {
+	Device        string    `json:"device"`
+	Online        bool      `json:"online"`
+	Version       uint64    `json:"version"`
+	StateDigest   string    `json:"state_digest,omitempty"`
+	LastSync      time.Time `json:"last_sync,omitzero"`
+	LastRejection string    `json:"last_rejection,omitempty"`
+}
+
+// Broker says how to reach the MQTT broker.
+type Broker struct {
+	URL string      // tcp://host:port, ssl://host:port
+	TLS *tls.Config // client certificates and CA for ssl:// brokers; nil for tcp://
+}
+
+func (b Broker) options(clientID string) *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions().
+		AddBroker(b.URL).
+		SetClientID(clientID).
+		SetConnectTimeout(5 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		// Handlers run in arrival order; ours only hand off to a channel, so they never block long.
+		SetOrderMatters(true).
+		// Ordered store: in-flight messages are resent in order after a broker restart.
+		SetStore(mqtt.NewOrderedMemoryStore())
+	if b.TLS != nil {
+		o.SetTLSConfig(b.TLS)
+	}
+	return o
+}
+
+// Message is a delta as received. Ack tells the broker it was handled; call it only once the
+// delta is applied or definitely rejected, so that a crash in between gets it redelivered.
+type Message struct {
+	Payload []byte
+	Ack     func()
+}
+
+// Device is a device's MQTT session with its fleet: a persistent session (fixed client id, no
+// clean start) subscribed to the fleet's delta topic, with a Last Will that marks the device
+// offline. It reconnects on its own; while the broker is away the device keeps working.
+type Device struct {
+	client mqtt.Client
+	fleet  string
+	id     string
+	deltas chan Message
+
+	mu     gosync.Mutex
+	status Status
+}
+
+// Connect starts a device session. It returns at once; the session connects, and reconnects,
+// in the background. Deltas arrive on Deltas() in the order the broker delivers them.
+func Connect(b Broker, fleet, device string) (*Device, error) {
+	if fleet == "" || device == "" {
+		return nil, errors.New("connect: fleet and device id are required")
+	}
+	d := &Device{fleet: fleet, id: device, deltas: make(chan Message, 256),
+		status: Status{Device: device, Online: true}}
+	offline, _ := json.Marshal(Status{Device: device, Online: false})
+	o := b.options("bpfleet-" + fleet + "-" + device).
+		SetCleanSession(false).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetAutoAckDisabled(true).
+		SetBinaryWill(StatusTopic(fleet, device), offline, 1, true).
+		SetOnConnectHandler(d.onConnect)
+	d.client = mqtt.NewClient(o)
+	d.client.Connect() // with ConnectRetry the token completes only once connected
+	return d, nil
+}
+
+func (d *Device) onConnect(c mqtt.Client) {
+	// Subscribing again on every connect is harmless with a persistent session and needed
+	// when the broker lost it.
+	c.Subscribe(DeltaTopic(d.fleet), 1, func(_ mqtt.Client, m mqtt.Message) {
+		// Never block paho's router for long: hand off to the worker.
+		d.deltas <- Message{Payload: m.Payload(), Ack: m.Ack}
+	})
+	d.publishStatus()
+}
+
+// Deltas returns the channel on which received deltas arrive.
+func (d *Device) Deltas() <-chan Message { return d.deltas }
+
+// ReportStatus records the device's status and publishes it (retained) when connected; a
+// status recorded offline is published on the next connect.
+func (d *Device) ReportStatus(s Status) {
+	d.mu.Lock()
+	s.Device, s.Online = d.id, true
+	d.status = s
+	d.mu.Unlock()
+	if d.client.IsConnectionOpen() {
+		d.publishStatus()
+	}
+}
+
+func (d *Device) publishStatus() {
+	d.mu.Lock()
+	b, _ := json.Marshal(d.status)
+	d.mu.Unlock()
+	d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, b)
+}
+
+// Close marks the device offline and ends the session, keeping the broker-side subscription
+// so that deltas published meanwhile are queued for the next connect.
+func (d *Device) Close() {
+	if d.client.IsConnectionOpen() {
+		offline, _ := json.Marshal(Status{Device: d.id, Online: false})
+		d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, offline).WaitTimeout(2 * time.Second)
+	}
+	d.client.Disconnect(500)
+}
+
+// Publish connects as clientID, publishes each message with QoS 1 on topic, waits for every
+// PUBACK and disconnects.
+func Publish(ctx context.Context, b Broker, clientID, topic string, retained bool, msgs ...[]byte) error {
+	c := mqtt.NewClient(b.options(clientID).SetCleanSession(true))
+	if err := wait(ctx, c.Connect()); err != nil {
+		return fmt.Errorf("publish to %s: connect: %w", b.URL, err)
+	}
+	defer c.Disconnect(250)
+	for i, m := range msgs {
+		if err := wait(ctx, c.Publish(topic, 1, retained, m)); err != nil {
+			return fmt.Errorf("publish to %s: message %d: %w", topic, i, err)
+		}
+	}
+	return nil
+}
+
+// WaitStatus subscribes to a device's status and returns the first one for which done is true.
+func WaitStatus(ctx context.Context, b Broker, clientID, fleet, device string, done func(Status) bool) (Status, error) {
+	found := make(chan Status, 1)
+	c := mqtt.NewClient(b.options(clientID).SetCleanSession(true))
+	if err := wait(ctx, c.Connect()); err != nil {
+		return Status{}, fmt.Errorf("wait for %s: connect: %w", device, err)
+	}
+	defer c.Disconnect(250)
+	topic := StatusTopic(fleet, device)
+	err := wait(ctx, c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		var s Status
+		if json.Unmarshal(m.Payload(), &s) == nil && done(s) {
+			select {
+			case found <- s:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		return Status{}, fmt.Errorf("wait for %s: subscribe %s: %w", device, topic, err)
+	}
+	select {
+	case s := <-found:
+		return s, nil
+	case <-ctx.Done():
+		return Status{}, fmt.Errorf("wait for %s: %w", device, ctx.Err())
+	}
+}
+
+func wait(ctx context.Context, t mqtt.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
