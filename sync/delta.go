@@ -13,6 +13,7 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/bpfleet/bpfleet/internal/trust"
+	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
 // MaxMessageSize caps a delta message before it is decoded.
@@ -157,13 +158,30 @@ func findKey(kid []byte, keys []crypto.PublicKey) (crypto.PublicKey, error) {
 
 // Apply writes an opened delta into the store if it is for fleet and newer than the store. It
 // returns the store's new state digest.
-func Apply(store *trust.Store, fleet string, d *Delta) (string, error) {
+func Apply(s *store.Store, fleet string, d *Delta) (string, error) {
 	if d.Fleet != fleet {
 		return "", fmt.Errorf("%w: delta %d is for fleet %q, this device is in %q", ErrWrongFleet, d.Version, d.Fleet, fleet)
 	}
-	digest, err := store.Apply(trust.Change{Version: d.Version, Keys: d.Keys, Signatures: d.Signatures})
-	if errors.Is(err, trust.ErrVersion) {
+	digest, err := s.Apply(store.Change{Version: d.Version, Keys: d.Keys, Signatures: d.Signatures})
+	if errors.Is(err, store.ErrVersion) {
 		return "", fmt.Errorf("%w: %v", ErrStale, err)
 	}
 	return digest, err
+}
+
+// Inspect decodes a sealed delta without checking its signature, for operator tools that need
+// to read what they are about to publish. Devices must use Open.
+func Inspect(msg []byte) (*Delta, error) {
+	if len(msg) > MaxMessageSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg), MaxMessageSize)
+	}
+	var env cose.UntaggedSign1Message
+	if err := env.UnmarshalCBOR(msg); err != nil {
+		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	var d Delta
+	if err := strict.Unmarshal(env.Payload, &d); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	return &d, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/bpfleet/bpfleet/internal/trust"
+	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
@@ -141,16 +142,16 @@ func TestOpenRejects(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
-	store, err := trust.Open(t.TempDir(), trust.Options{})
+	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	digest, err := Apply(store, "f1", testDelta(t, 3))
+	defer st.Close()
+	digest, err := Apply(st, "f1", testDelta(t, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := store.Dump()
+	before, err := st.Dump()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,10 +166,10 @@ func TestApply(t *testing.T) {
 		{"other fleet", "f2", testDelta(t, 4), ErrWrongFleet},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Apply(store, tt.fleet, tt.d); !errors.Is(err, tt.want) {
+			if _, err := Apply(st, tt.fleet, tt.d); !errors.Is(err, tt.want) {
 				t.Fatalf("Apply: %v, want %v", err, tt.want)
 			}
-			after, err := store.Dump()
+			after, err := st.Dump()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +178,7 @@ func TestApply(t *testing.T) {
 			}
 		})
 	}
-	snap, err := store.Snapshot()
+	snap, err := st.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}

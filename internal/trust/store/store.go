@@ -1,4 +1,4 @@
-package trust
+package store
 
 import (
 	"crypto/sha256"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/fxamacker/cbor/v2"
@@ -30,6 +31,9 @@ const (
 
 // digestDomain separates our state digests from any other SHA-256 use.
 const digestDomain = "bpfleet-trust-state-v1\x00"
+
+// recordEnc encodes records deterministically: their bytes go into the state digest.
+var recordEnc, _ = cbor.CoreDetEncOptions().EncMode()
 
 // ErrVersion is returned by Apply for a change whose version is not above the stored one.
 var ErrVersion = errors.New("version not newer than the store's")
@@ -123,8 +127,8 @@ func (s *Store) Close() error {
 // to.
 type Change struct {
 	Version    uint64
-	Keys       []Key
-	Signatures []Signature
+	Keys       []trust.Key
+	Signatures []trust.Signature
 }
 
 // Apply validates c against the store and writes it in one transaction. It returns the new state
@@ -158,7 +162,7 @@ func (s *Store) Apply(c Change) (string, error) {
 			}
 		}
 		for _, sig := range c.Signatures {
-			v, err := cbor.Marshal(sig)
+			v, err := recordEnc.Marshal(sig)
 			if err != nil {
 				return err
 			}
@@ -238,13 +242,13 @@ func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
 type Snapshot struct {
 	version    uint64
 	digest     string
-	keys       []Key
-	signatures map[string][]Signature
+	keys       []trust.Key
+	signatures map[string][]trust.Signature
 }
 
 // Snapshot reads the whole trust state in one read transaction.
 func (s *Store) Snapshot() (*Snapshot, error) {
-	snap := &Snapshot{signatures: map[string][]Signature{}}
+	snap := &Snapshot{signatures: map[string][]trust.Signature{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		if snap.version, err = version(txn); err != nil {
@@ -277,9 +281,9 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 			}
 			switch {
 			case strings.HasPrefix(k, keyPrefix):
-				snap.keys = append(snap.keys, Key{DER: v})
+				snap.keys = append(snap.keys, trust.Key{DER: v})
 			case strings.HasPrefix(k, sigPrefix):
-				var sig Signature
+				var sig trust.Signature
 				if err := cbor.Unmarshal(v, &sig); err != nil {
 					return fmt.Errorf("corrupt signature record %q: %w", k, err)
 				}
@@ -349,7 +353,16 @@ func (s *Snapshot) Version() uint64 { return s.version }
 func (s *Snapshot) StateDigest() string { return s.digest }
 
 // Keys implements Reader.
-func (s *Snapshot) Keys() []Key { return s.keys }
+func (s *Snapshot) Keys() []trust.Key { return s.keys }
+
+// SignatureCount is the number of signatures held, over all digests.
+func (s *Snapshot) SignatureCount() int {
+	n := 0
+	for _, sigs := range s.signatures {
+		n += len(sigs)
+	}
+	return n
+}
 
 // SignaturesFor implements Reader.
-func (s *Snapshot) SignaturesFor(digest string) []Signature { return s.signatures[digest] }
+func (s *Snapshot) SignaturesFor(digest string) []trust.Signature { return s.signatures[digest] }

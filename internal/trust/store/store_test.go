@@ -1,4 +1,4 @@
-package trust
+package store
 
 import (
 	"bytes"
@@ -11,9 +11,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
-func testKey(t *testing.T) Key {
+func testKey(t *testing.T) trust.Key {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -23,7 +27,7 @@ func testKey(t *testing.T) Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Key{DER: der}
+	return trust.Key{DER: der}
 }
 
 const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -42,8 +46,8 @@ func TestApplyAndSnapshot(t *testing.T) {
 		t.Fatalf("new store: version %d digest %q", empty.Version(), empty.StateDigest())
 	}
 	k := testKey(t)
-	sig := Signature{Digest: digestA, Payload: []byte(`{"x":1}`), Signature: []byte{1, 2, 3}}
-	d1, err := s.Apply(Change{Version: 1, Keys: []Key{k}, Signatures: []Signature{sig}})
+	sig := trust.Signature{Digest: digestA, Payload: []byte(`{"x":1}`), Signature: []byte{1, 2, 3}}
+	d1, err := s.Apply(Change{Version: 1, Keys: []trust.Key{k}, Signatures: []trust.Signature{sig}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +55,7 @@ func TestApplyAndSnapshot(t *testing.T) {
 		t.Fatal("digest did not change after apply")
 	}
 	// Reapplying the same records at a higher version changes only the version.
-	d2, err := s.Apply(Change{Version: 2, Signatures: []Signature{sig}})
+	d2, err := s.Apply(Change{Version: 2, Signatures: []trust.Signature{sig}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,24 +96,24 @@ func TestApplyRejectsAndLeavesStoreUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Apply(Change{Version: 5, Keys: []Key{testKey(t)}}); err != nil {
+	if _, err := s.Apply(Change{Version: 5, Keys: []trust.Key{testKey(t)}}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := s.Dump()
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := Signature{Digest: digestA, Payload: []byte("p"), Signature: []byte("s")}
+	good := trust.Signature{Digest: digestA, Payload: []byte("p"), Signature: []byte("s")}
 	tests := []struct {
 		name   string
 		change Change
 		want   string
 	}{
-		{"same version", Change{Version: 5, Signatures: []Signature{good}}, "version not newer"},
-		{"older version", Change{Version: 4, Signatures: []Signature{good}}, "version not newer"},
-		{"bad key", Change{Version: 6, Keys: []Key{{DER: []byte("junk")}}}, "key 0"},
-		{"bad digest", Change{Version: 6, Signatures: []Signature{{Digest: "sha256:XYZ", Payload: []byte("p"), Signature: []byte("s")}}}, "malformed digest"},
-		{"empty signature", Change{Version: 6, Signatures: []Signature{{Digest: digestA, Payload: []byte("p")}}}, "empty payload or signature"},
+		{"same version", Change{Version: 5, Signatures: []trust.Signature{good}}, "version not newer"},
+		{"older version", Change{Version: 4, Signatures: []trust.Signature{good}}, "version not newer"},
+		{"bad key", Change{Version: 6, Keys: []trust.Key{{DER: []byte("junk")}}}, "key 0"},
+		{"bad digest", Change{Version: 6, Signatures: []trust.Signature{{Digest: "sha256:XYZ", Payload: []byte("p"), Signature: []byte("s")}}}, "malformed digest"},
+		{"empty signature", Change{Version: 6, Signatures: []trust.Signature{{Digest: digestA, Payload: []byte("p")}}}, "empty payload or signature"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,5 +159,29 @@ func TestOpenWaitsForOtherHolder(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("waiting open: %v", err)
+	}
+}
+
+func TestVerifyDetectsChangedRecords(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Apply(Change{Version: 1, Keys: []trust.Key{testKey(t)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	// A key slipped in behind bpfleet's back, as a compromised or damaged disk would.
+	intruder := testKey(t)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(keyPrefix+intruder.ID()), intruder.DER)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err == nil || !strings.Contains(err.Error(), "records hash to") {
+		t.Fatalf("Verify = %v, want a digest mismatch", err)
 	}
 }

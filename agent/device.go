@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust"
+	"github.com/bpfleet/bpfleet/internal/trust/store"
+	"github.com/bpfleet/bpfleet/verify"
+)
+
+// TrustState is what the device's trust store holds, in brief.
+type TrustState struct {
+	Version     uint64 `json:"version"`
+	StateDigest string `json:"state_digest"`
+	Keys        int    `json:"keys"`
+	Signatures  int    `json:"signatures"`
+}
+
+// TrustStatus reads the trust store's state.
+func TrustStatus(dataDir string) (TrustState, error) {
+	snap, err := snapshot(dataDir)
+	if err != nil {
+		return TrustState{}, err
+	}
+	return TrustState{Version: snap.Version(), StateDigest: snap.StateDigest(),
+		Keys: len(snap.Keys()), Signatures: snap.SignatureCount()}, nil
+}
+
+// snapshot copies the trust state out of the store and lets go of it at once, so that the
+// agent can keep applying deltas while the caller verifies and runs.
+func snapshot(dataDir string) (*store.Snapshot, error) {
+	s, err := store.Open(trustDir(dataDir), store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Snapshot()
+}
+
+// ImportImage imports an OCI image layout directory or tar into the device's image store.
+func ImportImage(dataDir, src string) ([]oci.Descriptor, error) {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	return l.Import(src)
+}
+
+// Images lists the device's images.
+func Images(dataDir string) ([]oci.Image, error) {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	return l.List()
+}
+
+// Verify verifies the gadget ref offline: against the trust store, or, when keyFiles are
+// given, against exactly those public keys (ad-hoc mode, like `cosign verify --key`).
+func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
+	images, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return nil, err
+	}
+	if len(keyFiles) > 0 {
+		var keys []trust.Key
+		for _, path := range keyFiles {
+			der, err := cosign.LoadPublicKeyDER(path)
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, trust.Key{DER: der})
+		}
+		return verify.GadgetWithKeys(keys, images, ref)
+	}
+	snap, err := snapshot(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return verify.Gadget(snap, images, ref)
+}

@@ -1,0 +1,213 @@
+// Command bpfleet is the device side of bpfleet: the agent daemon that receives trust over
+// MQTT, and the local CLI that imports, verifies and runs gadgets with no network at all.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpfleet/bpfleet/agent"
+	"github.com/bpfleet/bpfleet/runner"
+)
+
+func main() {
+	var dataDir string
+	root := &cobra.Command{
+		Use:           "bpfleet",
+		Short:         "Run signed eBPF gadgets on this device, verified offline against trust pushed earlier",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&dataDir, "data-dir", "/var/lib/bpfleet", "device data directory (trust store and images)")
+	root.AddCommand(agentCmd(&dataDir), imageCmd(&dataDir), verifyCmd(&dataDir), runCmd(&dataDir), trustCmd(&dataDir))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "bpfleet:", err)
+		os.Exit(1)
+	}
+}
+
+// signalContext is cancelled by Ctrl-C or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func addOutputFlag(c *cobra.Command, out *string) {
+	c.Flags().StringVarP(out, "output", "o", "columns", "output format: columns or json")
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func agentCmd(dataDir *string) *cobra.Command {
+	var config string
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the device agent: keep the fleet session, apply trust deltas, report status",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := agent.LoadConfig(config)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(*cfg, *dataDir, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	c.Flags().StringVar(&config, "config", "/etc/bpfleet/agent.json", "agent configuration file")
+	return c
+}
+
+func imageCmd(dataDir *string) *cobra.Command {
+	c := &cobra.Command{Use: "image", Short: "Manage the device's gadget images"}
+	imp := &cobra.Command{
+		Use:   "import DIR|TAR",
+		Short: "Import an OCI image layout, or a tar of one (as `ig image export` writes)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			descs, err := agent.ImportImage(*dataDir, args[0])
+			if err != nil {
+				return err
+			}
+			for _, d := range descs {
+				fmt.Printf("imported %s %s\n", d.Annotations["org.opencontainers.image.ref.name"], d.Digest)
+			}
+			return nil
+		},
+	}
+	var out string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List imported images",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			images, err := agent.Images(*dataDir)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return printJSON(images)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "REF\tDIGEST\tCREATED")
+			for _, img := range images {
+				fmt.Fprintf(w, "%s\t%.19s\t%s\n", img.Ref, img.Digest, img.Created)
+			}
+			return w.Flush()
+		},
+	}
+	addOutputFlag(list, &out)
+	c.AddCommand(imp, list)
+	return c
+}
+
+func verifyCmd(dataDir *string) *cobra.Command {
+	var out string
+	var keys []string
+	c := &cobra.Command{
+		Use:   "verify REF",
+		Short: "Verify a gadget offline and explain the decision",
+		Long: "Verify a gadget against the device's trust store, with no network. With --key, verify\n" +
+			"against exactly the given public keys instead (like `cosign verify --key`).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			g, err := agent.Verify(*dataDir, args[0], keys)
+			if err != nil {
+				return err
+			}
+			d := g.Decision()
+			if out == "json" {
+				return printJSON(d)
+			}
+			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s\n  trust:     version %d %s\n",
+				d.Ref, d.Digest, d.KeyID, d.Source, d.TrustVersion, d.TrustState)
+			return nil
+		},
+	}
+	addOutputFlag(c, &out)
+	c.Flags().StringArrayVar(&keys, "key", nil, "verify with this public key instead of the trust store (repeatable)")
+	return c
+}
+
+func runCmd(dataDir *string) *cobra.Command {
+	var out string
+	var timeout time.Duration
+	var maxEvents int
+	c := &cobra.Command{
+		Use:   "run REF",
+		Short: "Verify a gadget offline, then load it and print its events",
+		Long: "Verify a gadget against the device's trust store (no network), load and attach its eBPF\n" +
+			"program, and print its events until Ctrl-C, --timeout or --max-events. A gadget that does\n" +
+			"not verify is refused before anything reaches the kernel.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents}
+			switch out {
+			case "columns":
+			case "json":
+				opts.Format = runner.FormatJSON
+			default:
+				return fmt.Errorf("unknown output format %q (columns or json)", out)
+			}
+			g, err := agent.Verify(*dataDir, args[0], nil)
+			if err != nil {
+				return fmt.Errorf("refusing to run: %w", err)
+			}
+			d := g.Decision()
+			fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d\n",
+				g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion)
+			ctx, stop := signalContext()
+			defer stop()
+			stats, err := runner.Run(ctx, g, opts)
+			if stats != nil {
+				fmt.Fprintf(os.Stderr, "%d event(s), %d lost\n", stats.Events, stats.Lost)
+			}
+			return err
+		},
+	}
+	addOutputFlag(c, &out)
+	c.Flags().DurationVar(&timeout, "timeout", 0, "stop after this long (default: until Ctrl-C)")
+	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events")
+	return c
+}
+
+func trustCmd(dataDir *string) *cobra.Command {
+	c := &cobra.Command{Use: "trust", Short: "Inspect the device's trust store"}
+	var out string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the trust version and state digest",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			st, err := agent.TrustStatus(*dataDir)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return printJSON(st)
+			}
+			fmt.Printf("version:      %d\nstate digest: %s\nkeys:         %d\nsignatures:   %d\n",
+				st.Version, st.StateDigest, st.Keys, st.Signatures)
+			return nil
+		},
+	}
+	addOutputFlag(status, &out)
+	c.AddCommand(status)
+	return c
+}

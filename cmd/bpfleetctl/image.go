@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/internal/oci"
+)
+
+func keygenCmd() *cobra.Command {
+	var prefix string
+	c := &cobra.Command{
+		Use:   "keygen",
+		Short: "Generate an ECDSA P-256 key pair as cosign does (PREFIX.key, PREFIX.pub)",
+		Long: "Generate an ECDSA P-256 key pair in cosign's formats. The private key is encrypted with\n" +
+			"the password in $COSIGN_PASSWORD (empty allowed, as with cosign).",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			priv, pub, err := cosign.GenerateKeyPair(cosign.PasswordFromEnv)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(prefix+".key", priv, 0o600); err != nil {
+				return err
+			}
+			if err := writeNew(prefix+".pub", pub, 0o644); err != nil {
+				return err
+			}
+			fmt.Printf("wrote %s.key and %s.pub\n", prefix, prefix)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&prefix, "output-key-prefix", "cosign", "path prefix of the key files")
+	return c
+}
+
+// writeNew refuses to overwrite: losing a signing key is not something to do by accident.
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func packageCmd() *cobra.Command {
+	var layout, ref, elfPath, metadata, arch, created string
+	c := &cobra.Command{
+		Use:   "package",
+		Short: "Package an eBPF object as an Inspektor Gadget OCI image in a layout",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			prog, err := os.ReadFile(elfPath)
+			if err != nil {
+				return err
+			}
+			var meta []byte
+			if metadata != "" {
+				if meta, err = os.ReadFile(metadata); err != nil {
+					return err
+				}
+			}
+			g := oci.Gadget{Ref: ref, Arch: arch, Program: prog, Metadata: meta}
+			if created != "" {
+				if g.Created, err = time.Parse(time.RFC3339, created); err != nil {
+					return fmt.Errorf("--created: %w", err)
+				}
+			}
+			l, err := oci.Open(layout)
+			if err != nil {
+				return err
+			}
+			desc, err := l.PackageGadget(g)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s %s\n", ref, desc.Digest)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&layout, "layout", "", "OCI image layout directory (created if missing)")
+	f.StringVar(&ref, "ref", "", "image reference to tag, e.g. trace_exec:latest")
+	f.StringVar(&elfPath, "elf", "", "compiled eBPF object")
+	f.StringVar(&metadata, "metadata", "", "gadget metadata YAML (gadget.yaml)")
+	f.StringVar(&arch, "arch", runtime.GOARCH, "architecture the object was compiled for")
+	f.StringVar(&created, "created", "", "creation time to record (RFC 3339), for reproducible images")
+	for _, name := range []string{"layout", "ref", "elf"} {
+		c.MarkFlagRequired(name)
+	}
+	return c
+}
+
+func signCmd() *cobra.Command {
+	var layout, keyPath, identity string
+	c := &cobra.Command{
+		Use:   "sign REF",
+		Short: "Sign an image's index digest with a cosign legacy signature stored in the layout",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			key, err := cosign.LoadPrivateKeyFile(keyPath, cosign.PasswordFromEnv)
+			if err != nil {
+				return err
+			}
+			l, err := oci.Open(layout)
+			if err != nil {
+				return err
+			}
+			desc, err := l.Resolve(args[0])
+			if err != nil {
+				return err
+			}
+			if identity == "" {
+				identity = oci.Repository(args[0])
+			}
+			payload, err := cosign.NewPayload(desc.Digest, identity)
+			if err != nil {
+				return err
+			}
+			sig, err := cosign.Sign(key, payload)
+			if err != nil {
+				return err
+			}
+			if _, err := cosign.WriteSignature(l, desc.Digest, payload, sig); err != nil {
+				return err
+			}
+			tag, _ := cosign.SignatureTag(desc.Digest)
+			fmt.Printf("signed %s %s (tag %s)\n", args[0], desc.Digest, tag)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&layout, "layout", "", "OCI image layout directory")
+	f.StringVar(&keyPath, "key", "cosign.key", "private key file")
+	f.StringVar(&identity, "docker-reference", "", "repository to name in the signature (default: REF without tag)")
+	c.MarkFlagRequired("layout")
+	return c
+}

@@ -1,0 +1,24 @@
+// Command bpfleetctl is the operator's side of bpfleet: it makes keys, packages and signs
+// gadget images, builds signed trust deltas and publishes them to the fleet over MQTT.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "bpfleetctl",
+		Short:         "Operate a bpfleet fleet: keys, gadget images, signatures and trust deltas",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(keygenCmd(), packageCmd(), signCmd(), deltaCmd(), publishCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "bpfleetctl:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,176 @@
+package cosign
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/bpfleet/bpfleet/internal/oci"
+)
+
+// Signature is one cosign signature found in a layout.
+type Signature struct {
+	// Payload is the signed simple-signing JSON, exactly as stored.
+	Payload []byte
+	// Signature is the raw signature, decoded from the layer's base64 annotation.
+	Signature []byte
+	// Layer is the payload layer the signature was read from.
+	Layer oci.Descriptor
+}
+
+// SignatureTag returns cosign's tag for the signatures of an image digest: "sha256-<hex>.sig".
+func SignatureTag(digest string) (string, error) {
+	h, err := oci.DigestHex(digest)
+	if err != nil {
+		return "", err
+	}
+	return "sha256-" + h + ".sig", nil
+}
+
+// sigConfig is the image config cosign writes for a signature manifest (go-containerregistry's
+// ConfigFile of an empty image with the payload layers appended): one zero-time history entry
+// and one diff ID per layer. Field order matches, so the bytes are identical to cosign's.
+type sigConfig struct {
+	Architecture string       `json:"architecture"`
+	Created      string       `json:"created"`
+	History      []sigHistory `json:"history"`
+	OS           string       `json:"os"`
+	RootFS       sigRootFS    `json:"rootfs"`
+	Config       struct{}     `json:"config"`
+}
+
+type sigHistory struct {
+	Created string `json:"created"`
+}
+
+type sigRootFS struct {
+	Type    string   `json:"type"`
+	DiffIDs []string `json:"diff_ids"`
+}
+
+const zeroTime = "0001-01-01T00:00:00Z"
+
+func signatureConfig(layers []oci.Descriptor) ([]byte, error) {
+	cfg := sigConfig{Created: zeroTime, RootFS: sigRootFS{Type: "layers"}}
+	for _, l := range layers {
+		cfg.History = append(cfg.History, sigHistory{Created: zeroTime})
+		// The payload layers are uncompressed, so a layer's diff ID is its digest.
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.Digest)
+	}
+	return json.Marshal(cfg)
+}
+
+// maxTagRetries bounds how often WriteSignature retries when another writer changes the
+// signature tag between its read and its write.
+const maxTagRetries = 5
+
+// WriteSignature stores a signature of digest in l the way cosign does: as a layer of the
+// manifest tagged SignatureTag(digest), the payload as the layer blob and the base64 signature
+// in its AnnotationSignature annotation. An existing signature manifest gets the layer
+// appended (cosign accumulates signatures) unless the same payload and signature are already
+// there. It returns the signature manifest's descriptor.
+func WriteSignature(l *oci.Layout, digest string, payload, sig []byte) (oci.Descriptor, error) {
+	tag, err := SignatureTag(digest)
+	if err != nil {
+		return oci.Descriptor{}, fmt.Errorf("write signature: %w", err)
+	}
+	for range maxTagRetries {
+		desc, err := appendSignature(l, tag, payload, sig)
+		if !errors.Is(err, oci.ErrTagChanged) {
+			if err != nil {
+				return oci.Descriptor{}, fmt.Errorf("write signature for %s: %w", digest, err)
+			}
+			return desc, nil
+		}
+	}
+	return oci.Descriptor{}, fmt.Errorf("write signature for %s: %w %d times", digest, oci.ErrTagChanged, maxTagRetries)
+}
+
+func appendSignature(l *oci.Layout, tag string, payload, sig []byte) (oci.Descriptor, error) {
+	encoded := base64.StdEncoding.EncodeToString(sig)
+	manifest := oci.Manifest{SchemaVersion: 2, MediaType: oci.MediaTypeManifest}
+	prev, err := l.Lookup(tag)
+	switch {
+	case err == nil:
+		if manifest, err = l.ReadManifest(prev); err != nil {
+			return oci.Descriptor{}, err
+		}
+	case errors.Is(err, oci.ErrNotFound):
+	default:
+		return oci.Descriptor{}, err
+	}
+
+	payloadDigest := oci.Digest(payload)
+	for _, layer := range manifest.Layers {
+		if layer.Digest == payloadDigest && layer.Annotations[AnnotationSignature] == encoded {
+			return prev, nil
+		}
+	}
+	layer, err := l.WriteBlob(MediaTypeSimpleSigning, payload)
+	if err != nil {
+		return oci.Descriptor{}, err
+	}
+	layer.Annotations = map[string]string{AnnotationSignature: encoded}
+	manifest.Layers = append(manifest.Layers, layer)
+
+	cfg, err := signatureConfig(manifest.Layers)
+	if err != nil {
+		return oci.Descriptor{}, err
+	}
+	if manifest.Config, err = l.WriteBlob(oci.MediaTypeImageConfig, cfg); err != nil {
+		return oci.Descriptor{}, err
+	}
+	data, err := json.Marshal(manifest)
+	if err != nil {
+		return oci.Descriptor{}, err
+	}
+	desc, err := l.WriteBlob(oci.MediaTypeManifest, data)
+	if err != nil {
+		return oci.Descriptor{}, err
+	}
+	if err := l.TagIfUnchanged(tag, prev.Digest, desc); err != nil {
+		return oci.Descriptor{}, err
+	}
+	return desc, nil
+}
+
+// ReadSignatures returns the cosign signatures stored in l for digest, in manifest order;
+// none (and no error) when the image has no signature tag. Payloads are read with their
+// digest checked; a damaged signature manifest or payload fails the whole read.
+func ReadSignatures(l *oci.Layout, digest string) ([]Signature, error) {
+	tag, err := SignatureTag(digest)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := l.Lookup(tag)
+	if errors.Is(err, oci.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	manifest, err := l.ReadManifest(desc)
+	if err != nil {
+		return nil, fmt.Errorf("signature manifest %s: %w", tag, err)
+	}
+	var sigs []Signature
+	for _, layer := range manifest.Layers {
+		if layer.MediaType != MediaTypeSimpleSigning {
+			continue
+		}
+		if layer.Size > MaxPayloadSize {
+			return nil, fmt.Errorf("signature payload %s: %d bytes (limit %d)", layer.Digest, layer.Size, MaxPayloadSize)
+		}
+		payload, err := l.ReadBlob(layer)
+		if err != nil {
+			return nil, fmt.Errorf("signature payload: %w", err)
+		}
+		sig, err := base64.StdEncoding.DecodeString(layer.Annotations[AnnotationSignature])
+		if err != nil || len(sig) == 0 {
+			return nil, fmt.Errorf("signature payload %s: annotation %s is missing or not base64", layer.Digest, AnnotationSignature)
+		}
+		sigs = append(sigs, Signature{Payload: payload, Signature: sig, Layer: layer})
+	}
+	return sigs, nil
+}

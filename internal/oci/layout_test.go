@@ -1,0 +1,293 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestOpenCreatesLayout(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	if _, err := Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readFile(t, filepath.Join(dir, "oci-layout"))); got != `{"imageLayoutVersion":"1.0.0"}` {
+		t.Errorf("oci-layout = %s", got)
+	}
+	if got := string(readFile(t, filepath.Join(dir, "index.json"))); got != `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}` {
+		t.Errorf("index.json = %s", got)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "blobs", "sha256")); err != nil || !fi.IsDir() {
+		t.Errorf("blobs/sha256 not created: %v", err)
+	}
+	// Reopening keeps the content.
+	l, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := l.Index(); err != nil || len(idx.Manifests) != 0 {
+		t.Errorf("reopened index = %+v, %v", idx, err)
+	}
+}
+
+func TestOpenRejectsUnknownLayoutVersion(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"2.0.0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir)
+	if err == nil || !strings.Contains(err.Error(), `unsupported imageLayoutVersion "2.0.0"`) {
+		t.Fatalf("Open = %v, want unsupported version error", err)
+	}
+}
+
+func TestReadBlob(t *testing.T) {
+	content := []byte("hello, blob")
+	tests := []struct {
+		name    string
+		damage  func(t *testing.T, l *Layout, d Descriptor) Descriptor
+		wantErr error
+	}{
+		{name: "intact", damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor { return d }},
+		{name: "byte changed", wantErr: ErrBlobMismatch, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			flipByte(t, l, d.Digest, 3)
+			return d
+		}},
+		{name: "truncated", wantErr: ErrBlobMismatch, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			h, _ := DigestHex(d.Digest)
+			os.WriteFile(l.blobPath(h), content[:4], 0o644)
+			return d
+		}},
+		{name: "grown", wantErr: ErrBlobMismatch, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			h, _ := DigestHex(d.Digest)
+			os.WriteFile(l.blobPath(h), append(content, '!'), 0o644)
+			return d
+		}},
+		{name: "descriptor size lies", wantErr: ErrBlobMismatch, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			d.Size--
+			return d
+		}},
+		{name: "deleted", wantErr: ErrNotFound, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			h, _ := DigestHex(d.Digest)
+			os.Remove(l.blobPath(h))
+			return d
+		}},
+		{name: "over the cap", wantErr: ErrTooLarge, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			d.Size = MaxBlobSize + 1
+			return d
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := l.WriteBlob("text/plain", content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := Digest(content); d.Digest != want || d.Size != int64(len(content)) || d.MediaType != "text/plain" {
+				t.Fatalf("WriteBlob = %+v", d)
+			}
+			d = tt.damage(t, l, d)
+			got, err := l.ReadBlob(d)
+			if tt.wantErr == nil {
+				if err != nil || string(got) != string(content) {
+					t.Fatalf("ReadBlob = %q, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.wantErr) || got != nil {
+				t.Fatalf("ReadBlob = %q, %v; want %v", got, err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), d.Digest) {
+				t.Errorf("error %q does not name %s", err, d.Digest)
+			}
+		})
+	}
+}
+
+func TestDigestHex(t *testing.T) {
+	good := "sha256:" + strings.Repeat("ab", 32)
+	if h, err := DigestHex(good); err != nil || h != strings.Repeat("ab", 32) {
+		t.Errorf("DigestHex(%s) = %q, %v", good, h, err)
+	}
+	for _, bad := range []string{"", "sha256:", "sha512:" + strings.Repeat("ab", 64), "sha256:" + strings.Repeat("AB", 32),
+		"sha256:" + strings.Repeat("zz", 32), "sha256:../../../../etc/passwd", good + "00"} {
+		if _, err := DigestHex(bad); err == nil {
+			t.Errorf("DigestHex(%q) accepted", bad)
+		}
+	}
+}
+
+func TestTag(t *testing.T) {
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := l.WriteBlob(MediaTypeManifest, []byte(`{"a":1}`))
+	b, _ := l.WriteBlob(MediaTypeManifest, []byte(`{"b":2}`))
+
+	if err := l.Tag("img:1", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tag("img:1", b); err != nil { // repoint
+		t.Fatal(err)
+	}
+	idx, _ := l.Index()
+	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest != b.Digest || idx.Manifests[0].Annotations[AnnotationRefName] != "img:1" {
+		t.Fatalf("after repoint index = %+v", idx.Manifests)
+	}
+	if a.Annotations != nil {
+		t.Errorf("Tag modified the caller's descriptor: %v", a.Annotations)
+	}
+
+	if err := l.TagIfUnchanged("img:1", a.Digest, a); !errors.Is(err, ErrTagChanged) {
+		t.Errorf("TagIfUnchanged with stale digest = %v, want ErrTagChanged", err)
+	}
+	if err := l.TagIfUnchanged("img:1", b.Digest, a); err != nil {
+		t.Errorf("TagIfUnchanged with current digest = %v", err)
+	}
+	if err := l.TagIfUnchanged("img:2", "", a); err != nil {
+		t.Errorf("TagIfUnchanged of a new tag = %v", err)
+	}
+	if err := l.TagIfUnchanged("img:3", a.Digest, a); !errors.Is(err, ErrTagChanged) {
+		t.Errorf("TagIfUnchanged expecting a missing tag to exist = %v, want ErrTagChanged", err)
+	}
+	if got, err := l.Lookup("img:1"); err != nil || got.Digest != a.Digest {
+		t.Errorf("Lookup(img:1) = %v, %v", got.Digest, err)
+	}
+	if _, err := l.Lookup("img:9"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup(img:9) = %v, want ErrNotFound", err)
+	}
+
+	missing := Descriptor{MediaType: MediaTypeManifest, Digest: Digest([]byte("nope")), Size: 4}
+	if err := l.Tag("img:4", missing); err == nil {
+		t.Error("tagged a blob that is not in the layout")
+	}
+	if err := l.Tag("bad ref", a); err == nil {
+		t.Error("accepted a reference with a space")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	d := func(n int) Descriptor {
+		return Descriptor{MediaType: MediaTypeIndex, Digest: "sha256:" + strings.Repeat(string(rune('a'+n)), 64), Size: int64(n)}
+	}
+	tag := func(n int, ref string) Descriptor {
+		x := d(n)
+		x.Annotations = map[string]string{AnnotationRefName: ref}
+		return x
+	}
+	helper := "sha256-" + strings.Repeat("0", 64) + ".sig"
+	entries := []Descriptor{
+		tag(1, "ghcr.io/acme/trace_open:latest"),
+		tag(2, "ghcr.io/acme/trace_open:v1"),
+		tag(3, "docker.io/other/trace_open:v2"),
+		tag(4, "ghcr.io/acme/exec:latest"),
+		tag(5, "quay.io/x/exec:latest"),
+		tag(6, "localimg"),
+		tag(7, helper),
+		d(8),
+		tag(9, "ghcr.io/acme/bpftop:v1"),
+		tag(10, "ghcr.io/acme/snap:v1"),
+		tag(11, "ghcr.io/acme/snap:v2"),
+	}
+	tests := []struct {
+		ref     string
+		want    int
+		wantErr error
+	}{
+		{ref: "ghcr.io/acme/trace_open:v1", want: 2},
+		{ref: "ghcr.io/acme/trace_open", want: 1},
+		{ref: "trace_open", want: 1},
+		{ref: "trace_open:v2", want: 3},
+		{ref: "trace_open:v3", wantErr: ErrNotFound},
+		{ref: "exec", wantErr: ErrAmbiguous},
+		{ref: "exec:latest", wantErr: ErrAmbiguous},
+		{ref: "localimg", want: 6},
+		{ref: "bpftop", want: 9},
+		{ref: "snap", wantErr: ErrAmbiguous},
+		{ref: d(8).Digest, want: 8},
+		{ref: "sha256:" + strings.Repeat("9", 64), wantErr: ErrNotFound},
+		{ref: helper, want: 7},
+		{ref: helper[:20], wantErr: ErrNotFound},
+		{ref: "acme/trace_open", wantErr: ErrNotFound},
+		{ref: "", wantErr: ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			got, err := resolve(entries, tt.ref)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("resolve(%q) = %v, %v; want %v", tt.ref, got.Digest, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got.Digest != d(tt.want).Digest {
+				t.Fatalf("resolve(%q) = %v, %v; want entry %d", tt.ref, got.Digest, err, tt.want)
+			}
+		})
+	}
+	_, err := resolve(entries, "exec")
+	if want := "matches ghcr.io/acme/exec:latest, quay.io/x/exec:latest"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("ambiguous error %v does not list candidates (%s)", err, want)
+	}
+}
+
+func TestList(t *testing.T) {
+	l := newGadgetLayout(t, "ghcr.io/acme/b:v1", "ghcr.io/acme/a:latest")
+	sig, _ := l.WriteBlob(MediaTypeManifest, []byte(`{"schemaVersion":2}`))
+	a, _ := l.Lookup("ghcr.io/acme/a:latest")
+	if err := l.Tag("sha256-"+strings.TrimPrefix(a.Digest, "sha256:")+".sig", sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tag("sha256-"+strings.TrimPrefix(a.Digest, "sha256:"), sig); err != nil {
+		t.Fatal(err)
+	}
+	// An entry with its own created annotation wins over the image's.
+	a.Annotations[AnnotationCreated] = "2001-01-01T00:00:00Z"
+	if err := l.Tag("c", a); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := l.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := l.Lookup("ghcr.io/acme/b:v1")
+	want := []Image{
+		{Ref: "c", Digest: a.Digest, MediaType: MediaTypeIndex, Size: a.Size, Created: "2001-01-01T00:00:00Z"},
+		{Ref: "ghcr.io/acme/a:latest", Digest: a.Digest, MediaType: MediaTypeIndex, Size: a.Size, Created: "2025-10-20T12:00:00Z"},
+		{Ref: "ghcr.io/acme/b:v1", Digest: b.Digest, MediaType: MediaTypeIndex, Size: b.Size, Created: "2025-10-20T12:00:00Z"},
+	}
+	gotJSON, _ := json.Marshal(got)
+	wantJSON, _ := json.Marshal(want)
+	if string(gotJSON) != string(wantJSON) {
+		t.Errorf("List =\n%s\nwant\n%s", gotJSON, wantJSON)
+	}
+	// The helper tags are still in the layout.
+	idx, _ := l.Index()
+	if len(idx.Manifests) != 5 {
+		t.Errorf("index has %d entries, want 5", len(idx.Manifests))
+	}
+}
+
+func TestRepository(t *testing.T) {
+	for ref, want := range map[string]string{
+		"trace_exec":                          "trace_exec",
+		"trace_exec:latest":                   "trace_exec",
+		"ghcr.io/acme/trace_exec:v1":          "ghcr.io/acme/trace_exec",
+		"localhost:5000/trace_exec":           "localhost:5000/trace_exec",
+		"localhost:5000/trace_exec:v2":        "localhost:5000/trace_exec",
+		"ghcr.io/acme/g@sha256:0123456789abc": "ghcr.io/acme/g",
+	} {
+		if got := Repository(ref); got != want {
+			t.Errorf("Repository(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

@@ -1,0 +1,29 @@
+package verify
+
+import (
+	"errors"
+
+	"github.com/bpfleet/bpfleet/internal/oci"
+)
+
+// Reasons for rejection, for errors.Is. Messages carry the details (digests, counts, keys).
+var (
+	// ErrNotFound: the reference names no image in the layout.
+	ErrNotFound = oci.ErrNotFound
+	// ErrNoTrustedKeys: there is no usable key to verify with.
+	ErrNoTrustedKeys = errors.New("no trusted keys")
+	// ErrUnsigned: neither the trust store nor the layout has a signature for the digest.
+	ErrUnsigned = errors.New("unsigned")
+	// ErrUntrusted: there are signatures, but none verifies with a trusted key.
+	ErrUntrusted = errors.New("untrusted")
+	// ErrPayload: a signature verifies with a trusted key, but what it signed is not a valid
+	// cosign payload for this digest (also matches cosign.ErrPayload or cosign.ErrWrongDigest).
+	ErrPayload = errors.New("signed payload rejected")
+	// ErrTampered: a blob on the signed digest chain does not match its digest or size; it is
+	// oci.ErrBlobMismatch.
+	ErrTampered = oci.ErrBlobMismatch
+	// ErrNoPlatform: the image index has no manifest for linux/GOARCH.
+	ErrNoPlatform = errors.New("no manifest for this platform")
+	// ErrNoProgram: the manifest does not have exactly one eBPF program layer.
+	ErrNoProgram = errors.New("no single eBPF program layer")
+)

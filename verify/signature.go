@@ -1,0 +1,120 @@
+package verify
+
+import (
+	"crypto"
+	"fmt"
+
+	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust"
+)
+
+// Signature verifies that ref names an image (index or single manifest) whose digest carries
+// a signature by a trusted key, without looking below the signed digest. Gadget does this
+// first; alone it serves images that are not runnable gadgets, and explaining a decision.
+func Signature(t trust.Reader, images *oci.Layout, ref string) (Decision, error) {
+	_, d, err := signature(t, images, ref)
+	if err != nil {
+		return Decision{}, fmt.Errorf("verify %s: %w", ref, err)
+	}
+	return d, nil
+}
+
+// KeysOnly is a trust.Reader that trusts exactly keys and holds no signatures, for ad-hoc
+// verification with keys given on the command line; signatures then come from the layout.
+func KeysOnly(keys []trust.Key) trust.Reader { return keyReader(keys) }
+
+type keyReader []trust.Key
+
+func (k keyReader) Version() uint64                        { return 0 }
+func (k keyReader) StateDigest() string                    { return "" }
+func (k keyReader) Keys() []trust.Key                      { return k }
+func (k keyReader) SignaturesFor(string) []trust.Signature { return nil }
+
+type trustedKey struct {
+	id  string
+	pub crypto.PublicKey
+}
+
+func trustedKeys(t trust.Reader) ([]trustedKey, error) {
+	all := t.Keys()
+	var keys []trustedKey
+	var firstErr error
+	for _, k := range all {
+		pub, err := k.PublicKey()
+		if err != nil {
+			firstErr = err
+			continue
+		}
+		keys = append(keys, trustedKey{id: k.ID(), pub: pub})
+	}
+	if len(keys) == 0 {
+		if firstErr != nil {
+			return nil, fmt.Errorf("%w: none of %d key(s) is usable: %w", ErrNoTrustedKeys, len(all), firstErr)
+		}
+		return nil, ErrNoTrustedKeys
+	}
+	return keys, nil
+}
+
+// signature resolves ref and returns its descriptor with the decision of the first candidate
+// signature that verifies with a trusted key and binds exactly that digest.
+func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, Decision, error) {
+	desc, err := images.Resolve(ref)
+	if err != nil {
+		return oci.Descriptor{}, Decision{}, err
+	}
+	if !oci.IsIndex(desc.MediaType) && !oci.IsManifest(desc.MediaType) {
+		return oci.Descriptor{}, Decision{}, fmt.Errorf("%s is a %q, not an image index or manifest", desc.Digest, desc.MediaType)
+	}
+	keys, err := trustedKeys(t)
+	if err != nil {
+		return oci.Descriptor{}, Decision{}, err
+	}
+	d := Decision{Ref: ref, Digest: desc.Digest, TrustVersion: t.Version(), TrustState: t.StateDigest()}
+
+	// payloadErr remembers a signature that a trusted key made over a payload we reject: that
+	// is reported in preference to "untrusted", being the more precise reason.
+	var payloadErr error
+	accept := func(source string, payload, sig []byte) bool {
+		for _, k := range keys {
+			if cosign.VerifySignature(k.pub, payload, sig) != nil {
+				continue
+			}
+			if _, err := cosign.ParsePayload(payload, desc.Digest); err != nil {
+				payloadErr = fmt.Errorf("%w: a %s signature verifies with key %s, but: %w", ErrPayload, source, k.id, err)
+				return false
+			}
+			d.KeyID, d.Source = k.id, source
+			return true
+		}
+		return false
+	}
+
+	stored := t.SignaturesFor(desc.Digest)
+	for _, s := range stored {
+		if accept(SourceTrustStore, s.Payload, s.Signature) {
+			return desc, d, nil
+		}
+	}
+	inLayout, layoutErr := cosign.ReadSignatures(images, desc.Digest)
+	for _, s := range inLayout {
+		if accept(SourceImageLayout, s.Payload, s.Signature) {
+			return desc, d, nil
+		}
+	}
+
+	switch n := len(stored) + len(inLayout); {
+	case payloadErr != nil:
+		err = payloadErr
+	case n == 0:
+		err = fmt.Errorf("%w: no signature for %s in the trust store or the image", ErrUnsigned, desc.Digest)
+	default:
+		err = fmt.Errorf("%w: %d signature(s) for %s (%d in the trust store, %d in the image) but none verifies with the %d trusted key(s)",
+			ErrUntrusted, n, desc.Digest, len(stored), len(inLayout), len(keys))
+	}
+	if layoutErr != nil {
+		err = fmt.Errorf("%w; the image's signatures could not be read: %w", err, layoutErr)
+	}
+	return oci.Descriptor{}, Decision{}, err
+}
