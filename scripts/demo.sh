@@ -29,7 +29,7 @@ user root
 log_dest file $work/mosquitto/mosquitto.log
 CONF
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-"$mosquitto" -c "$work/mosquitto/mosquitto.conf" & mosq_pid=$!
+"$mosquitto" -c "$work/mosquitto/mosquitto.conf" 2>>"$work/mosquitto/stderr" & mosq_pid=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 broker=tcp://127.0.0.1:$port
 

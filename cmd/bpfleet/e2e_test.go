@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfleet/bpfleet/internal/mosquitto"
+	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust/store"
+)
+
+// The end-to-end test drives the built binaries the way a user does, against a real Mosquitto
+// and the real kernel: operator makes keys, packages and signs trace_exec, publishes a trust
+// delta; the device agent applies it; with the broker gone, the device verifies and runs the
+// gadget inside a network namespace that has nothing but loopback.
+
+type e2e struct {
+	t                *testing.T
+	bin, ctl, gadget string
+	work, dataDir    string
+}
+
+func newE2E(t *testing.T) *e2e {
+	build := os.Getenv("BPFLEET_BUILD")
+	if build == "" {
+		t.Skip("BPFLEET_BUILD is not set: run `make test`, which builds the binaries and gadgets first")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for eBPF")
+	}
+	e := &e2e{t: t, bin: filepath.Join(build, "bin", "bpfleet"), ctl: filepath.Join(build, "bin", "bpfleetctl"),
+		gadget: filepath.Join(build, "gadgets", "trace_exec.bpf.o"), work: t.TempDir()}
+	e.dataDir = filepath.Join(e.work, "device")
+	for _, f := range []string{e.bin, e.ctl, e.gadget} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%v (run `make build`)", err)
+		}
+	}
+	return e
+}
+
+// run runs a command and returns its combined output, failing the test if it fails.
+func (e *e2e) run(name string, args ...string) string {
+	e.t.Helper()
+	out, err := e.try(name, args...)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *e2e) try(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=e2e")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (e *e2e) device(args ...string) string {
+	e.t.Helper()
+	return e.run(e.bin, append([]string{"--data-dir", e.dataDir}, args...)...)
+}
+
+func (e *e2e) tryDevice(args ...string) (string, error) {
+	return e.try(e.bin, append([]string{"--data-dir", e.dataDir}, args...)...)
+}
+
+func (e *e2e) path(name string) string { return filepath.Join(e.work, name) }
+
+func (e *e2e) trustStatus() (version uint64, digest string) {
+	e.t.Helper()
+	var st struct {
+		Version     uint64 `json:"version"`
+		StateDigest string `json:"state_digest"`
+	}
+	if err := json.Unmarshal([]byte(e.device("trust", "status", "-o", "json")), &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st.Version, st.StateDigest
+}
+
+// bpfObjects counts the programs and maps loaded in the kernel.
+func bpfObjects(t *testing.T) (progs, maps int) {
+	t.Helper()
+	for id := ebpf.ProgramID(0); ; progs++ {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			break
+		}
+		id = next
+	}
+	for id := ebpf.MapID(0); ; maps++ {
+		next, err := ebpf.MapGetNextID(id)
+		if err != nil {
+			break
+		}
+		id = next
+	}
+	return progs, maps
+}
+
+func TestEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	broker := mosquitto.Start(t)
+
+	// Operator side.
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/fleet"))
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/gadget"))
+	e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", "trace_exec:latest", "--elf", e.gadget,
+		"--metadata", "../../gadgets/trace_exec/gadget.yaml")
+	e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), "trace_exec:latest")
+
+	// Device side: provisioned with the fleet key only.
+	cfg := fmt.Sprintf(`{"device_id":"e2e","fleet":"fleet-a","broker":%q,"update_keys":["keys/fleet.pub"]}`, broker.URL())
+	if err := os.WriteFile(e.path("agent.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var agentLog bytes.Buffer
+	agent := exec.Command(e.bin, "--data-dir", e.dataDir, "agent", "--config", e.path("agent.json"))
+	agent.Stderr = &agentLog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		agent.Process.Signal(os.Interrupt)
+		agent.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", agentLog.String())
+		}
+	}()
+	e.device("image", "import", e.path("layout"))
+	if out := e.device("image", "list"); !strings.Contains(out, "trace_exec:latest") || strings.Contains(out, ".sig") {
+		t.Fatalf("image list:\n%s", out)
+	}
+	if out, err := e.tryDevice("run", "trace_exec", "--timeout", "1s"); err == nil || !strings.Contains(out, "no trusted keys") {
+		t.Fatalf("run without trust: err %v\n%s", err, out)
+	}
+
+	// Trust arrives over MQTT.
+	e.run(e.ctl, "delta", "--fleet", "fleet-a", "--version", "1", "--signing-key", e.path("keys/fleet.key"),
+		"--trust-key", e.path("keys/gadget.pub"), "--signatures-from", e.path("layout"), "-o", e.path("delta-1.cbor"))
+	out := e.run(e.ctl, "publish", "--broker", broker.URL(), "--fleet", "fleet-a", "--wait-device", "e2e",
+		"--timeout", "30s", e.path("delta-1.cbor"))
+	version, digest := e.trustStatus()
+	if version != 1 || !strings.Contains(out, digest) {
+		t.Fatalf("trust status version %d digest %s; publish said:\n%s", version, digest, out)
+	}
+
+	// The broker goes away; the agent stays up.
+	broker.Stop()
+	time.Sleep(300 * time.Millisecond)
+	if agent.ProcessState != nil {
+		t.Fatalf("agent exited: %s", agentLog.String())
+	}
+
+	// Offline run in a network namespace with only loopback (down): nothing can be reached.
+	probe := filepath.Join(e.work, fmt.Sprintf("bpfleet-e2e-%d", os.Getpid()%100000))
+	if err := exec.Command("cp", "/bin/true", probe).Run(); err != nil {
+		t.Fatal(err)
+	}
+	comm := filepath.Base(probe)[:15] // the kernel keeps 15 bytes of a command name
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := exec.CommandContext(ctx, "unshare", "--net", "--", e.bin, "--data-dir", e.dataDir,
+		"run", "trace_exec", "-o", "json", "--timeout", "8s")
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runErr bytes.Buffer
+	run.Stderr = &runErr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev["comm"] == comm {
+				found <- ev
+			}
+		}
+	}()
+	// Keep starting the probe until the gadget has attached and reports it.
+	var ev map[string]any
+	var child *exec.Cmd
+	for ev == nil {
+		child = exec.Command(probe)
+		if err := child.Run(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev = <-found:
+		case <-time.After(500 * time.Millisecond):
+			if ctx.Err() != nil {
+				t.Fatalf("no exec event for %s; run stderr:\n%s", comm, runErr.String())
+			}
+		}
+	}
+	if ev["filename"] != probe {
+		t.Errorf("filename = %v, want %s", ev["filename"], probe)
+	}
+	if ppid, ok := ev["ppid"].(float64); !ok || int(ppid) != os.Getpid() {
+		t.Errorf("ppid = %v, want %d (this test)", ev["ppid"], os.Getpid())
+	}
+	if err := run.Wait(); err != nil {
+		t.Fatalf("run in a network namespace: %v\n%s", err, runErr.String())
+	}
+	if !strings.Contains(runErr.String(), "verified trace_exec:latest") {
+		t.Errorf("run did not report its verification:\n%s", runErr.String())
+	}
+
+	// Tampering: nothing reaches the kernel.
+	progs, maps := bpfObjects(t)
+
+	// A byte of the eBPF program changed and repackaged consistently: a different index
+	// digest, which nobody signed.
+	elf, err := os.ReadFile(e.gadget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elf[len(elf)/2] ^= 0xff
+	if err := os.WriteFile(e.path("tampered.bpf.o"), elf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.run(e.ctl, "package", "--layout", e.path("tampered"), "--ref", "trace_exec:tampered", "--elf", e.path("tampered.bpf.o"))
+	e.device("image", "import", e.path("tampered"))
+	if out, err := e.tryDevice("run", "trace_exec:tampered", "--timeout", "2s"); err == nil || !strings.Contains(out, "no signature") {
+		t.Errorf("repackaged tampered gadget: err %v\n%s", err, out)
+	}
+
+	// A byte of the signed image's eBPF layer changed on the device's disk.
+	images, err := oci.Open(filepath.Join(e.dataDir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := ebpfLayer(t, images, "trace_exec:latest")
+	blob := filepath.Join(e.dataDir, "images", "blobs", "sha256", strings.TrimPrefix(layer, "sha256:"))
+	data, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01
+	if err := os.WriteFile(blob, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.tryDevice("run", "trace_exec", "--timeout", "2s"); err == nil || !strings.Contains(out, layer) {
+		t.Errorf("tampered layer on disk: err %v\n%s", err, out)
+	}
+	if p, m := bpfObjects(t); p > progs || m > maps {
+		t.Errorf("kernel objects grew from %d programs, %d maps to %d, %d after refused runs", progs, maps, p, m)
+	}
+
+	// The store survives an agent restart unchanged.
+	agent.Process.Signal(os.Interrupt)
+	agent.Wait()
+	s, err := store.Open(filepath.Join(e.dataDir, "trust"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Version() != 1 || snap.StateDigest() != digest {
+		t.Fatalf("after agent stop: version %d digest %s, want 1 %s", snap.Version(), snap.StateDigest(), digest)
+	}
+}
+
+// ebpfLayer returns the digest of the eBPF layer of ref's host-arch manifest.
+func ebpfLayer(t *testing.T, l *oci.Layout, ref string) string {
+	t.Helper()
+	desc, err := l.Resolve(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := l.ReadIndex(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := l.ReadManifest(idx.Manifests[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, layer := range m.Layers {
+		if layer.MediaType == oci.MediaTypeEBPFProgram {
+			return layer.Digest
+		}
+	}
+	t.Fatal("no eBPF layer")
+	return ""
+}

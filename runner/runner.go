@@ -1,0 +1,178 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/bpfleet/bpfleet/verify"
+)
+
+// Options controls a run. The zero value prints columns to os.Stdout until
+// the context is done.
+type Options struct {
+	Output    io.Writer     // where events are printed; nil means os.Stdout, io.Discard prints nothing
+	Format    Format        // FormatColumns (default) or FormatJSON
+	Timeout   time.Duration // stop after this long; 0 means until ctx is done
+	MaxEvents int           // stop after this many events; 0 means no limit
+	// OnEvent, if set, is called with every event after it is printed, on
+	// Run's goroutine: while it runs no events are read, and a full ring
+	// buffer loses events.
+	OnEvent func(Event)
+}
+
+// Stats describes a run.
+type Stats struct {
+	Events uint64 // events read from the ring buffer
+	Lost   uint64 // events the gadget dropped because the ring buffer was full
+}
+
+// Run loads and attaches an approved gadget and prints its events until ctx
+// is done, the timeout passes or MaxEvents is reached; those three end a run
+// without error. Everything Run created in the kernel is released before it
+// returns. The returned Stats is never nil: after an error it tells what was
+// seen before.
+func Run(ctx context.Context, g *verify.Approved, opts Options) (*Stats, error) {
+	return run(ctx, g.Ref(), g.Program(), opts)
+}
+
+// run does Run's work on a gadget ELF that does not need to come from
+// verify, so tests can run objects they build.
+func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, error) {
+	stats := &Stats{}
+	if err := runGadget(ctx, elf, opts, stats); err != nil {
+		return stats, fmt.Errorf("run gadget %s: %w", name, err)
+	}
+	return stats, nil
+}
+
+func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) error {
+	if opts.Timeout < 0 || opts.MaxEvents < 0 {
+		return errors.New("negative Timeout or MaxEvents")
+	}
+	out := opts.Output
+	if out == nil {
+		out = os.Stdout
+	}
+
+	// Everything about the gadget is checked before the first kernel object exists.
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
+	if err != nil {
+		return fmt.Errorf("parse ELF: %w", err)
+	}
+	g, err := parseGadget(spec)
+	if err != nil {
+		return err
+	}
+	p, err := newPrinter(out, opts.Format, g.decoder)
+	if err != nil {
+		return err
+	}
+
+	for _, prog := range g.attach {
+		if prog.kind == attachTracepoint {
+			if err := ensureTracefs(); err != nil {
+				return err
+			}
+			break
+		}
+	}
+
+	// For every global variable, cilium/ebpf maps its section's memory into
+	// this process and only unmaps it when the garbage collector finds it
+	// unused, which would keep those maps in the kernel after Close. The
+	// programs do not need the accessors, so none are created.
+	spec.Variables = nil
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer coll.Close()
+
+	for _, prog := range g.attach {
+		l, err := prog.attach(coll.Programs[prog.name])
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+	}
+
+	rd, err := ringbuf.NewReader(coll.Maps[g.events])
+	if err != nil {
+		return fmt.Errorf("read ring buffer %s: %w", g.events, err)
+	}
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	// Closing the reader is how a blocked read learns that ctx is done. If that
+	// already began, wait for it to finish: the reader maps the ring buffer's
+	// memory, which keeps the map alive until it is unmapped.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		rd.Close()
+		close(closed)
+	})
+	defer func() {
+		if stop() {
+			rd.Close()
+		} else {
+			<-closed
+		}
+	}()
+
+	if err := p.start(); err != nil {
+		return fmt.Errorf("print: %w", err)
+	}
+	err = readEvents(rd, g.decoder, p, opts, stats)
+	if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
+		err = nil
+	}
+	if g.lost != nil {
+		lost, lerr := readCounter(coll.Maps[g.lost.SectionName], g.lost)
+		if lerr != nil {
+			err = errors.Join(err, fmt.Errorf("read %s: %w", g.lost.Name, lerr))
+		}
+		stats.Lost = lost
+	}
+	return err
+}
+
+// readCounter reads a 64-bit global variable through its section's map.
+func readCounter(section *ebpf.Map, v *ebpf.VariableSpec) (uint64, error) {
+	value, err := section.LookupBytes(uint32(0))
+	if err != nil {
+		return 0, err
+	}
+	return binary.NativeEndian.Uint64(value[v.Offset:]), nil
+}
+
+func readEvents(rd *ringbuf.Reader, dec *decoder, p printer, opts Options, stats *Stats) error {
+	var rec ringbuf.Record
+	for opts.MaxEvents == 0 || stats.Events < uint64(opts.MaxEvents) {
+		if err := rd.ReadInto(&rec); err != nil {
+			return fmt.Errorf("read events: %w", err)
+		}
+		stats.Events++
+		ev, err := dec.decode(rec.RawSample)
+		if err != nil {
+			return fmt.Errorf("decode event: %w", err)
+		}
+		if err := p.print(ev); err != nil {
+			return fmt.Errorf("print: %w", err)
+		}
+		if opts.OnEvent != nil {
+			opts.OnEvent(ev)
+		}
+	}
+	return nil
+}

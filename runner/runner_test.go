@@ -1,0 +1,393 @@
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loading eBPF programs needs root")
+	}
+}
+
+type result struct {
+	stats *Stats
+	err   error
+}
+
+// runAsync runs the gadget on its own goroutine, as a caller's Ctrl-C handler would see it.
+func runAsync(ctx context.Context, elf []byte, opts Options) <-chan result {
+	done := make(chan result, 1)
+	go func() {
+		stats, err := run(ctx, "trace_exec", elf, opts)
+		done <- result{stats, err}
+	}()
+	return done
+}
+
+func wait[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(15 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// waitWhileRunning waits for c unless the run ends first.
+func waitWhileRunning[T any](t *testing.T, c <-chan T, done <-chan result, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case res := <-done:
+		t.Fatalf("run ended (stats %+v, error %v) before %s", *res.stats, res.err, what)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
+
+// execLoop runs path every 50 ms until the returned stop function is
+// called, so that a gadget started concurrently surely sees an exec once it
+// is attached. stop returns the PIDs of the processes it started.
+func execLoop(t *testing.T, path string) (stop func() []int) {
+	var (
+		pids []int
+		errs []error
+		quit = make(chan struct{})
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for {
+			cmd := exec.Command(path)
+			if err := cmd.Start(); err != nil {
+				errs = append(errs, err)
+			} else {
+				pids = append(pids, cmd.Process.Pid)
+				if err := cmd.Wait(); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return sync.OnceValue(func() []int {
+		close(quit)
+		<-done
+		if err := errors.Join(errs...); err != nil {
+			t.Errorf("exec %s: %v", path, err)
+		}
+		return pids
+	})
+}
+
+// probeBinary copies /bin/true under a unique name of 15 characters, the most
+// a comm holds, so its events can be told apart from everything else.
+func probeBinary(t *testing.T) string {
+	t.Helper()
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	path := filepath.Join(t.TempDir(), "bpfleet-"+hex.EncodeToString(suffix)[:7])
+	prog, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skipf("no /bin/true to copy: %v", err)
+	}
+	if err := os.WriteFile(path, prog, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRunTraceExec(t *testing.T) {
+	requireRoot(t)
+	elf := traceExecELF(t)
+	probe := probeBinary(t)
+	comm := filepath.Base(probe)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	found := make(chan Event, 1)
+	var out bytes.Buffer
+	done := runAsync(ctx, elf, Options{
+		Output:  &out,
+		Format:  FormatJSON,
+		Timeout: time.Minute,
+		OnEvent: func(ev Event) {
+			if c, _ := ev.Value("comm"); c == comm {
+				select {
+				case found <- ev:
+					cancel()
+				default:
+				}
+			}
+		},
+	})
+	stop := execLoop(t, probe)
+	ev := waitWhileRunning(t, found, done, "an event for "+comm)
+	res := wait(t, done, "the run to end")
+	pids := stop()
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+
+	pid, _ := ev.Value("pid")
+	if p, ok := pid.(uint32); !ok || !containsPID(pids, int(p)) {
+		t.Errorf("pid %v is not one of the probes started: %v", pid, pids)
+	}
+	for name, want := range map[string]any{
+		"ppid":     uint32(os.Getpid()),
+		"uid":      uint32(os.Getuid()), // 0: the tests run as root
+		"gid":      uint32(os.Getgid()),
+		"filename": probe,
+	} {
+		if got, _ := ev.Value(name); got != want {
+			t.Errorf("%s = %#v, want %#v", name, got, want)
+		}
+	}
+	ts, _ := ev.Value("timestamp")
+	if age := time.Since(ts.(time.Time)); age < 0 || age > 30*time.Second {
+		t.Errorf("timestamp %v is %v old", ts, age)
+	}
+	if res.stats.Events == 0 || res.stats.Lost != 0 {
+		t.Errorf("stats %+v, want events and no losses", *res.stats)
+	}
+
+	// The same event as printed: JSON keyed by the struct's member names.
+	var printed bool
+	for line := range strings.Lines(out.String()) {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("output line %q: %v", line, err)
+		}
+		if obj["comm"] == comm && obj["filename"] == probe && obj["pid"] == float64(pid.(uint32)) &&
+			obj["timestamp"] == ts.(time.Time).Format(timeLayout) {
+			printed = true
+		}
+	}
+	if !printed {
+		t.Errorf("event for pid %v not in the output:\n%s", pid, out.String())
+	}
+}
+
+func containsPID(pids []int, pid int) bool {
+	for _, p := range pids {
+		if p == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// kernelObject is a BPF program or map, by kernel ID.
+type kernelObject struct {
+	kind string // "prog" or "map"
+	id   uint32
+}
+
+// kernelObjects lists every BPF program and map in the kernel.
+func kernelObjects() (map[kernelObject]bool, error) {
+	objs := make(map[kernelObject]bool)
+	progID, err := ebpf.ProgramGetNextID(0)
+	for ; err == nil; progID, err = ebpf.ProgramGetNextID(progID) {
+		objs[kernelObject{"prog", uint32(progID)}] = true
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list programs: %w", err)
+	}
+	mapID, err := ebpf.MapGetNextID(0)
+	for ; err == nil; mapID, err = ebpf.MapGetNextID(mapID) {
+		objs[kernelObject{"map", uint32(mapID)}] = true
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("list maps: %w", err)
+	}
+	return objs, nil
+}
+
+// heldBPFObjects lists the BPF programs and maps this process holds, from
+// the prog_id and map_id lines of /proc/self/fdinfo (bpf_link descriptors
+// name their program too).
+func heldBPFObjects() (map[kernelObject]bool, error) {
+	fds, err := os.ReadDir("/proc/self/fdinfo")
+	if err != nil {
+		return nil, err
+	}
+	held := make(map[kernelObject]bool)
+	for _, fd := range fds {
+		f, err := os.Open(filepath.Join("/proc/self/fdinfo", fd.Name()))
+		if err != nil {
+			continue // closed since the directory was read
+		}
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			key, value, _ := strings.Cut(s.Text(), ":")
+			kind, ok := map[string]string{"prog_id": "prog", "map_id": "map"}[key]
+			if !ok {
+				continue
+			}
+			id, err := strconv.ParseUint(strings.TrimSpace(value), 10, 32)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("fdinfo %s: %q: %w", fd.Name(), s.Text(), err)
+			}
+			held[kernelObject{kind, uint32(id)}] = true
+		}
+		f.Close()
+	}
+	return held, nil
+}
+
+func ownBPFObjects(t *testing.T) map[kernelObject]bool {
+	t.Helper()
+	held, err := heldBPFObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
+}
+
+func listKernelObjects(t *testing.T) map[kernelObject]bool {
+	t.Helper()
+	objs, err := kernelObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// TestRunReleasesKernelObjects checks that however a run ends, the programs
+// and maps it created leave the kernel. It identifies them by the
+// descriptors this process holds while the gadget runs, so BPF objects that
+// other processes create meanwhile do not disturb the count.
+func TestRunReleasesKernelObjects(t *testing.T) {
+	requireRoot(t)
+	elf := traceExecELF(t)
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		cancel bool // cancel the context while the gadget runs, as on Ctrl-C
+	}{
+		{name: "timeout", opts: Options{Timeout: 300 * time.Millisecond}},
+		{name: "context cancelled", cancel: true},
+		{name: "max events", opts: Options{MaxEvents: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if held := ownBPFObjects(t); len(held) != 0 {
+				t.Fatalf("process already holds BPF objects %v", held)
+			}
+			baseline := listKernelObjects(t)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			// What this process holds and what the kernel lists, at the first event.
+			type snapshot struct{ held, kernel map[kernelObject]bool }
+			running := make(chan snapshot, 1)
+			var snapErr error
+			opts := tc.opts
+			opts.Output = io.Discard
+			opts.OnEvent = func(Event) {
+				if len(running) == 0 && snapErr == nil {
+					var s snapshot
+					if s.held, snapErr = heldBPFObjects(); snapErr == nil {
+						s.kernel, snapErr = kernelObjects()
+					}
+					running <- s
+				}
+			}
+			done := runAsync(ctx, elf, opts)
+			stop := execLoop(t, "/bin/true")
+			defer stop()
+
+			during := waitWhileRunning(t, running, done, "a first event")
+			if tc.cancel {
+				cancel()
+			}
+			res := wait(t, done, "the run to end")
+			if res.err != nil || snapErr != nil {
+				t.Fatal(res.err, snapErr)
+			}
+			if tc.opts.MaxEvents != 0 && res.stats.Events != uint64(tc.opts.MaxEvents) {
+				t.Errorf("%d events, want %d", res.stats.Events, tc.opts.MaxEvents)
+			}
+
+			// While running: the program, the ring buffer and the .bss map.
+			var progs, maps int
+			for obj := range during.held {
+				if !during.kernel[obj] || baseline[obj] {
+					t.Errorf("%s %d held during the run: in kernel %v, in baseline %v", obj.kind, obj.id, during.kernel[obj], baseline[obj])
+				}
+				if obj.kind == "prog" {
+					progs++
+				} else {
+					maps++
+				}
+			}
+			if progs != 1 || maps != 2 {
+				t.Errorf("run held %d programs and %d maps, want 1 and 2: %v", progs, maps, during.held)
+			}
+
+			if after := ownBPFObjects(t); len(after) != 0 {
+				t.Errorf("process still holds %v after the run", after)
+			}
+			// The kernel drops a program's references to its maps after an RCU
+			// grace period, so their IDs disappear shortly after Run returns.
+			var left []kernelObject
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				left = left[:0]
+				now := listKernelObjects(t)
+				for obj := range during.held {
+					if now[obj] {
+						left = append(left, obj)
+					}
+				}
+				if len(left) == 0 || time.Now().After(deadline) {
+					t.Logf("kernel objects: %d before, %d during, %d after the run", len(baseline), len(during.kernel), len(now))
+					break
+				}
+			}
+			if len(left) != 0 {
+				t.Errorf("still in the kernel after the run: %v", left)
+			}
+		})
+	}
+}
+
+// A gadget that loads but fails to attach must not leave anything behind.
+func TestRunReleasesOnAttachError(t *testing.T) {
+	requireRoot(t)
+	elf := rename(t, traceExecELF(t), "tracepoint/sched/sched_process_exec", "tracepoint/sched/no_such_tracepoint")
+	_, err := run(context.Background(), "trace_exec", elf, Options{Output: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "attach trace_sched_process_exec (section tracepoint/sched/no_such_tracepoint)") {
+		t.Fatalf("got error %v, want an attach error naming program and section", err)
+	}
+	if held := ownBPFObjects(t); len(held) != 0 {
+		t.Errorf("process still holds %v after the failed run", held)
+	}
+}
