@@ -80,7 +80,7 @@ func Connect(b Broker, fleet, device string) (*Device, error) {
 	d := &Device{fleet: fleet, id: device, deltas: make(chan Message, 256),
 		status: Status{Device: device, Online: true}}
 	offline, _ := json.Marshal(Status{Device: device, Online: false})
-	o := b.options("bpfleet-" + fleet + "-" + device).
+	o := b.options("bpfleet-"+fleet+"-"+device).
 		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
