@@ -218,7 +218,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run in a network namespace: %v\n%s", err, runErr.String())
 	}
-	if !strings.Contains(runErr.String(), "verified trace_exec:latest") {
+	if !strings.Contains(runErr.String(), "verified trace_exec sha256:") {
 		t.Errorf("run did not report its verification:\n%s", runErr.String())
 	}
 
@@ -235,7 +235,8 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.WriteFile(e.path("tampered.bpf.o"), elf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.run(e.ctl, "package", "--layout", e.path("tampered"), "--ref", "trace_exec:tampered", "--elf", e.path("tampered.bpf.o"))
+	e.run(e.ctl, "package", "--layout", e.path("tampered"), "--ref", "trace_exec:tampered", "--elf", e.path("tampered.bpf.o"),
+		"--metadata", "../../gadgets/trace_exec/gadget.yaml")
 	e.device("image", "import", e.path("tampered"))
 	if out, err := e.tryDevice("run", "trace_exec:tampered", "--timeout", "2s"); err == nil || !strings.Contains(out, "no signature") {
 		t.Errorf("repackaged tampered gadget: err %v\n%s", err, out)
