@@ -3,11 +3,11 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"log/slog"
 	"maps"
 	"os"
@@ -50,32 +50,52 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func writePub(t *testing.T, path string, k *ecdsa.PrivateKey) {
-	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(k.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 type fixture struct {
 	t       *testing.T
 	broker  *mosquitto.Broker
 	cfg     Config
 	dataDir string
+	history *sync.History
+	issuer  *sync.Issuer
+	rootKey *ecdsa.PrivateKey
 	update  *ecdsa.PrivateKey
 	log     *logBuffer
 }
 
+// newFixture starts a broker and a fleet history with root 1, and writes a device config
+// provisioned with that root.
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, broker: mosquitto.Start(t), dataDir: t.TempDir(), update: newKey(t), log: &logBuffer{}}
-	dir := t.TempDir()
-	writePub(t, filepath.Join(dir, "fleet.pub"), f.update)
-	f.cfg = Config{DeviceID: "dev1", Fleet: "f1", Broker: f.broker.URL(), UpdateKeys: []string{filepath.Join(dir, "fleet.pub")}}
+	f := &fixture{t: t, broker: mosquitto.Start(t), dataDir: t.TempDir(), rootKey: newKey(t), update: newKey(t), log: &logBuffer{}}
+	stateDir := t.TempDir()
+	var err error
+	if f.history, err = sync.OpenHistory(stateDir); err != nil {
+		t.Fatal(err)
+	}
+	if f.issuer, err = f.history.Issue(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.issuer.Close() })
+	root, err := f.issuer.IssueRoot(sync.RootSpec{Fleet: "f1", RootKeys: []crypto.PublicKey{f.rootKey.Public()}, RootThreshold: 1,
+		DeltaKeys: []crypto.PublicKey{f.update.Public()}, DeltaThreshold: 1, Expires: time.Hour}, f.rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile := filepath.Join(t.TempDir(), "root.cbor")
+	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = Config{DeviceID: "dev1", Fleet: "f1", Broker: f.broker.URL(), Root: rootFile}
 	return f
+}
+
+// delta issues the next delta of the fleet, trusting one new gadget key.
+func (f *fixture) delta() ([]byte, *sync.Delta) {
+	f.t.Helper()
+	raw, d, err := f.issuer.IssueDelta(sync.DeltaSpec{Keys: []trust.Key{{DER: gadgetKeyDER(f.t)}}, Expires: time.Hour}, f.update)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return raw, d
 }
 
 // start runs an agent until the returned stop function is called.
@@ -112,14 +132,14 @@ func (f *fixture) publish(msgs ...[]byte) {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sync.Publish(ctx, sync.Broker{URL: f.broker.URL()}, "test-pub", sync.DeltaTopic(f.cfg.Fleet), false, msgs...); err != nil {
+	if err := sync.Publish(ctx, sync.Broker{URL: f.broker.URL()}, "test-pub", sync.UpdatesTopic(f.cfg.Fleet), false, msgs...); err != nil {
 		f.t.Fatal(err)
 	}
 }
 
 func (f *fixture) seal(d *sync.Delta, key *ecdsa.PrivateKey) []byte {
 	f.t.Helper()
-	msg, err := sync.Seal(d, key)
+	msg, err := sync.SealDelta(d, key)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -165,7 +185,7 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	stop := f.start()
 	defer func() { stop() }()
 
-	good := f.seal(&sync.Delta{Fleet: "f1", Version: 1, Keys: []trust.Key{{DER: gadgetKeyDER(t)}}}, f.update)
+	good, d1 := f.delta()
 	f.publish(good)
 	st := f.waitStatus(func(s sync.Status) bool { return s.Version == 1 })
 	before := f.dump()
@@ -173,22 +193,31 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if state.Version != 1 || state.StateDigest != st.StateDigest || state.Keys != 1 {
+	if state.Version != 1 || state.StateDigest != st.StateDigest || state.StateDigest != d1.State || state.Keys != 1 {
 		t.Fatalf("store %+v, status %+v", state, st)
 	}
 
-	forged := bytes.Clone(f.seal(&sync.Delta{Fleet: "f1", Version: 2}, f.update))
+	next := func(mutate func(*sync.Delta)) *sync.Delta {
+		d := &sync.Delta{Fleet: "f1", Version: 2, Base: d1.State, Expires: time.Now().Add(time.Hour).Unix()}
+		mutate(d)
+		return d
+	}
+	forged := bytes.Clone(f.seal(next(func(*sync.Delta) {}), f.update))
 	forged[len(forged)-3] ^= 0x40
 	bad := []struct {
 		name, reason string
 		msg          []byte
 	}{
 		{"forged signature", "signature does not verify", forged},
-		{"unknown key", "not a trusted update key", f.seal(&sync.Delta{Fleet: "f1", Version: 2}, newKey(t))},
+		{"unknown key", "not enough valid signatures", f.seal(next(func(*sync.Delta) {}), newKey(t))},
+		{"root key signing a delta", "not enough valid signatures", f.seal(next(func(*sync.Delta) {}), f.rootKey)},
 		{"not CBOR", "malformed message", []byte("{\"version\": 99}")},
-		{"other fleet", "another fleet", f.seal(&sync.Delta{Fleet: "f2", Version: 2}, f.update)},
+		{"garbage flood", "malformed message", bytes.Repeat([]byte{0xd8, 0x62, 0x84}, 1000)},
+		{"other fleet", "another fleet", f.seal(next(func(d *sync.Delta) { d.Fleet = "f2" }), f.update)},
+		{"mix-and-match", "mix-and-match", f.seal(next(func(d *sync.Delta) { d.Base = "sha256:" + strings.Repeat("0", 64) }), f.update)},
+		{"expired", "expired", f.seal(next(func(d *sync.Delta) { d.Expires = time.Now().Add(-time.Hour).Unix() }), f.update)},
+		{"divergence", "differs from the state", f.seal(next(func(d *sync.Delta) { d.State = d1.State }), f.update)},
 		{"replay", "delta ignored", good},
-		{"rollback", "delta ignored", f.seal(&sync.Delta{Fleet: "f1", Version: 1, Keys: []trust.Key{{DER: gadgetKeyDER(t)}}}, f.update)},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,15 +229,16 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 			}
 		})
 	}
-	s := f.waitStatus(func(s sync.Status) bool { return s.LastRejection != "" })
-	if s.Version != 1 || !strings.Contains(s.LastRejection, "another fleet") {
+	s := f.waitStatus(func(s sync.Status) bool { return strings.Contains(s.LastRejection, "differs") })
+	if s.Version != 1 || !s.Online {
 		t.Fatalf("status after rejections: %+v", s)
 	}
 
 	// Deltas published while the agent is down arrive when it is back (persistent session),
 	// and the store kept everything across the restart.
 	stop()
-	f.publish(f.seal(&sync.Delta{Fleet: "f1", Version: 2, Keys: []trust.Key{{DER: gadgetKeyDER(t)}}}, f.update))
+	raw2, _ := f.delta()
+	f.publish(raw2)
 	stop = f.start()
 	f.waitStatus(func(s sync.Status) bool { return s.Version == 2 })
 	state, err = TrustStatus(f.dataDir)
@@ -228,7 +258,8 @@ func TestAgentKeepsRunningWithoutBroker(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	f.broker.Restart()
 	// The agent reconnects on its own and resumes its session.
-	f.publish(f.seal(&sync.Delta{Fleet: "f1", Version: 1, Keys: []trust.Key{{DER: gadgetKeyDER(t)}}}, f.update))
+	raw, _ := f.delta()
+	f.publish(raw)
 	f.waitStatus(func(s sync.Status) bool { return s.Version == 1 && s.Online })
 }
 
@@ -241,17 +272,18 @@ func TestLoadConfig(t *testing.T) {
 		}
 		return p
 	}
-	c, err := LoadConfig(write(`{"device_id":"d","fleet":"f","broker":"tcp://127.0.0.1:1","update_keys":["k.pub"]}`))
+	c, err := LoadConfig(write(`{"device_id":"d","fleet":"f","broker":"tcp://127.0.0.1:1","root":"root.cbor"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.UpdateKeys[0] != filepath.Join(dir, "k.pub") {
-		t.Fatalf("relative key path not resolved: %q", c.UpdateKeys[0])
+	if c.Root != filepath.Join(dir, "root.cbor") {
+		t.Fatalf("relative root path not resolved: %q", c.Root)
 	}
 	for _, tt := range []struct{ json, want string }{
-		{`{"device_id":"d","fleet":"f","broker":"b"}`, "missing update_keys"},
-		{`{"fleet":"f","broker":"b","update_keys":["k"]}`, "missing device_id"},
-		{`{"device_id":"d","fleet":"f","broker":"b","update_keys":["k"],"extra":1}`, "unknown field"},
+		{`{"device_id":"d","fleet":"f","broker":"b"}`, "missing root"},
+		{`{"fleet":"f","broker":"b","root":"r"}`, "missing device_id"},
+		{`{"device_id":"d","fleet":"f","broker":"b","root":"r","extra":1}`, "unknown field"},
+		{`{"device_id":"d","fleet":"f","broker":"b","root":"r","cert_file":"c"}`, "go together"},
 	} {
 		if _, err := LoadConfig(write(tt.json)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want %q", tt.json, err, tt.want)

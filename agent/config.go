@@ -1,7 +1,8 @@
 package agent
 
 import (
-	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,20 +10,26 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/sync"
 )
 
-// Config is the agent's provisioned configuration, a JSON file.
+// Config is the agent's provisioned configuration, a JSON file. Relative paths in it are
+// relative to the file.
 type Config struct {
 	// DeviceID names this device in its fleet; it fixes the MQTT client id.
 	DeviceID string `json:"device_id"`
-	// Fleet is the fleet the device belongs to; deltas for other fleets are rejected.
+	// Fleet is the fleet the device belongs to; it must match the root's.
 	Fleet string `json:"fleet"`
 	// Broker is the MQTT broker URL, tcp://host:port or ssl://host:port.
 	Broker string `json:"broker"`
-	// UpdateKeys are PEM public key files (relative to the config file) of the keys allowed to
-	// sign trust deltas: the fleet's root of trust on this device.
-	UpdateKeys []string `json:"update_keys"`
+	// Root is the signed root message the device is provisioned with (bpfleetctl init writes
+	// it): the device's root of trust until a rotation replaces it.
+	Root string `json:"root"`
+	// TLS, for ssl:// brokers: the CA that signed the broker's certificate, and the device's
+	// client certificate and key when the broker requires them.
+	CAFile   string `json:"ca_file,omitempty"`
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
 }
 
 // LoadConfig reads and checks a config file.
@@ -38,37 +45,48 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	var missing []string
-	for name, v := range map[string]string{"device_id": c.DeviceID, "fleet": c.Fleet, "broker": c.Broker} {
-		if v == "" {
-			missing = append(missing, name)
+	for _, f := range []struct{ name, value string }{{"device_id", c.DeviceID}, {"fleet", c.Fleet}, {"broker", c.Broker}, {"root", c.Root}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
 		}
-	}
-	if len(c.UpdateKeys) == 0 {
-		missing = append(missing, "update_keys")
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("load config %s: missing %s", path, strings.Join(missing, ", "))
 	}
-	for i, k := range c.UpdateKeys {
-		if !filepath.IsAbs(k) {
-			c.UpdateKeys[i] = filepath.Join(filepath.Dir(path), k)
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, fmt.Errorf("load config %s: cert_file and key_file go together", path)
+	}
+	for _, p := range []*string{&c.Root, &c.CAFile, &c.CertFile, &c.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
 		}
 	}
 	return &c, nil
 }
 
-// updateKeys loads the configured delta-signing keys.
-func (c *Config) updateKeys() ([]crypto.PublicKey, error) {
-	var keys []crypto.PublicKey
-	for _, path := range c.UpdateKeys {
-		k, err := cosign.LoadPublicKeyFile(path)
+// broker builds the MQTT connection settings, with TLS when the config names certificates.
+func (c *Config) broker() (sync.Broker, error) {
+	b := sync.Broker{URL: c.Broker}
+	if c.CAFile == "" && c.CertFile == "" {
+		return b, nil
+	}
+	b.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("update key: %w", err)
+			return b, err
 		}
-		keys = append(keys, k)
+		b.TLS.RootCAs = x509.NewCertPool()
+		if !b.TLS.RootCAs.AppendCertsFromPEM(pem) {
+			return b, errors.New("ca_file holds no PEM certificate")
+		}
 	}
-	if len(keys) == 0 {
-		return nil, errors.New("no update keys configured")
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return b, fmt.Errorf("client certificate: %w", err)
+		}
+		b.TLS.Certificates = []tls.Certificate{cert}
 	}
-	return keys, nil
+	return b, nil
 }

@@ -33,18 +33,19 @@ mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 broker=tcp://127.0.0.1:$port
 
-step "Operator: keys for the fleet (signs trust deltas) and for gadgets (cosign format)"
-COSIGN_PASSWORD= "$ctl" keygen --output-key-prefix "$work/keys/fleet"
-COSIGN_PASSWORD= "$ctl" keygen --output-key-prefix "$work/keys/gadget"
+step "Operator: keys for the fleet's root, its trust deltas and its gadgets (cosign format), and root 1"
+for k in root fleet gadget; do COSIGN_PASSWORD= "$ctl" keygen --output-key-prefix "$work/keys/$k"; done
+COSIGN_PASSWORD= "$ctl" root --state-dir "$work/fleet" --fleet demo --root-key "$work/keys/root.pub" \
+	--delta-key "$work/keys/fleet.pub" --sign "$work/keys/root.key"
 
 step "Operator: package trace_exec as an Inspektor Gadget OCI image and sign it (cosign legacy .sig)"
 "$ctl" package --layout "$work/layout" --ref trace_exec:latest \
 	--elf "$BUILD/gadgets/trace_exec.bpf.o" --metadata gadgets/trace_exec/gadget.yaml
 COSIGN_PASSWORD= "$ctl" sign --layout "$work/layout" --key "$work/keys/gadget.key" trace_exec:latest
 
-step "Device: provisioned with the fleet's update key, the agent starts"
+step "Device: provisioned with the fleet's root, the agent starts"
 cat >"$work/agent.json" <<CONF
-{"device_id": "demo-device", "fleet": "demo", "broker": "$broker", "update_keys": ["keys/fleet.pub"]}
+{"device_id": "demo-device", "fleet": "demo", "broker": "$broker", "root": "fleet/root.cbor"}
 CONF
 "$bpfleet" --data-dir "$work/device" agent --config "$work/agent.json" 2>"$work/agent.log" & agent_pid=$!
 "$bpfleet" --data-dir "$work/device" image import "$work/layout"
@@ -52,8 +53,8 @@ CONF
 echo "Before any trust arrives, the device refuses the gadget:"
 "$bpfleet" --data-dir "$work/device" verify trace_exec && { echo "demo: verified without trust" >&2; exit 1; } || true
 
-step "Operator: a trust delta (gadget key + signature), signed by the fleet key, over MQTT QoS 1"
-COSIGN_PASSWORD= "$ctl" delta --fleet demo --version 1 --signing-key "$work/keys/fleet.key" \
+step "Operator: a trust delta (gadget key + signature), signed by the fleet's delta key, over MQTT QoS 1"
+COSIGN_PASSWORD= "$ctl" delta --state-dir "$work/fleet" --sign "$work/keys/fleet.key" \
 	--trust-key "$work/keys/gadget.pub" --signatures-from "$work/layout" -o "$work/delta-1.cbor"
 "$ctl" publish --broker "$broker" --fleet demo --wait-device demo-device --timeout 30s "$work/delta-1.cbor"
 "$bpfleet" --data-dir "$work/device" trust status

@@ -1,187 +1,132 @@
 package sync
 
 import (
-	"bytes"
 	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
 	"errors"
 	"fmt"
-
-	"github.com/fxamacker/cbor/v2"
-	"github.com/veraison/go-cose"
+	"time"
 
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
-// MaxMessageSize caps a delta message before it is decoded.
-const MaxMessageSize = 1 << 20
-
-// ContentType marks a COSE payload as a bpfleet trust delta.
-const ContentType = "application/vnd.bpfleet.delta.v1+cbor"
-
-// Errors a device reports for a rejected delta; test with errors.Is.
+// Errors about a delta's place in the chain.
 var (
-	ErrTooLarge     = errors.New("message too large")
-	ErrMalformed    = errors.New("malformed message")
-	ErrUnknownKey   = errors.New("signed by a key that is not a trusted update key")
-	ErrBadSignature = errors.New("signature does not verify")
-	ErrWrongFleet   = errors.New("delta is for another fleet")
-	ErrStale        = errors.New("delta version is not newer than the store (replay or rollback)")
+	ErrStale       = errors.New("delta version is not newer than the store (replay or rollback)")
+	ErrGap         = errors.New("delta is ahead of the store: missing deltas in between")
+	ErrBase        = errors.New("delta applies to another state (mix-and-match)")
+	ErrDiverged    = errors.New("state after applying differs from the state the delta names")
+	ErrUnknownType = errors.New("unknown message type")
 )
 
-// Delta is a signed set of additions to a device's trust. CBOR map keys are small integers
-// (see docs/protocol.md for the CDDL).
+// Delta is a signed set of additions to a device's trust, one link of a hash chain: it names
+// the state it applies to and the state it yields. See docs/protocol.md for the CDDL.
 type Delta struct {
-	// Fleet names the fleet the delta is for; a device rejects other fleets' deltas.
-	Fleet string `cbor:"1,keyasint"`
-	// Version is the trust version the delta brings a device to; it must exceed the device's.
-	Version uint64 `cbor:"2,keyasint"`
+	Fleet   string `cbor:"1,keyasint"`
+	Version uint64 `cbor:"2,keyasint"` // the trust version it brings a device to: Base's + 1
+	Base    string `cbor:"3,keyasint"` // state digest at Version-1
+	State   string `cbor:"4,keyasint"` // state digest after applying
+	Expires int64  `cbor:"5,keyasint"` // Unix seconds; the fleet's state is stale after this
 	// Keys are public keys to trust for gadget signatures.
-	Keys []trust.Key `cbor:"3,keyasint,omitempty"`
+	Keys []trust.Key `cbor:"6,keyasint,omitempty"`
 	// Signatures are cosign simple-signing signatures for image index digests.
-	Signatures []trust.Signature `cbor:"4,keyasint,omitempty"`
+	Signatures []trust.Signature `cbor:"7,keyasint,omitempty"`
 }
 
-var (
-	encMode cbor.EncMode
-	// strict decodes untrusted bytes: anything CBOR allows that our schema does not use is an
-	// error, so two devices can never read one message two ways.
-	strict cbor.DecMode
-)
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	strict, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  65536,
-		MaxMapPairs:       1024,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
+// Change is the store change the delta describes.
+func (d *Delta) Change() store.Change {
+	return store.Change{Version: d.Version, Base: d.Base, State: d.State, Expires: d.Expires,
+		Keys: d.Keys, Signatures: d.Signatures}
 }
 
-// KeyID identifies an update key in a COSE header: the SHA-256 of its DER public key.
-func KeyID(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(der)
-	return sum[:], nil
-}
-
-// Seal encodes d deterministically and signs it with an ECDSA P-256 update key.
-func Seal(d *Delta, key crypto.Signer) ([]byte, error) {
-	payload, err := encMode.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("seal delta %d: %w", d.Version, err)
-	}
-	kid, err := KeyID(key.Public())
-	if err != nil {
-		return nil, fmt.Errorf("seal delta %d: %w", d.Version, err)
-	}
-	signer, err := cose.NewSigner(cose.AlgorithmES256, key)
-	if err != nil {
-		return nil, fmt.Errorf("seal delta %d: %w", d.Version, err)
-	}
-	headers := cose.Headers{Protected: cose.ProtectedHeader{
-		cose.HeaderLabelAlgorithm:   cose.AlgorithmES256,
-		cose.HeaderLabelContentType: ContentType,
-		cose.HeaderLabelKeyID:       kid,
-	}}
-	msg, err := cose.Sign1Untagged(rand.Reader, signer, headers, payload, nil)
+// SealDelta signs d with delta-role keys.
+func SealDelta(d *Delta, keys ...crypto.Signer) ([]byte, error) {
+	msg, err := seal(ContentTypeDelta, d, keys...)
 	if err != nil {
 		return nil, fmt.Errorf("seal delta %d: %w", d.Version, err)
 	}
 	return msg, nil
 }
 
-// Open checks a received delta message and returns its contents. updateKeys are the keys the
-// device was provisioned with; the message must be signed by one of them.
-func Open(msg []byte, updateKeys []crypto.PublicKey) (*Delta, error) {
-	if len(msg) > MaxMessageSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg), MaxMessageSize)
-	}
-	if err := strict.Wellformed(msg); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
-	}
-	var env cose.UntaggedSign1Message
-	if err := env.UnmarshalCBOR(msg); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
-	}
-	if alg, err := env.Headers.Protected.Algorithm(); err != nil || alg != cose.AlgorithmES256 {
-		return nil, fmt.Errorf("%w: algorithm must be ES256", ErrMalformed)
-	}
-	if ct, ok := env.Headers.Protected[cose.HeaderLabelContentType].(string); !ok || ct != ContentType {
-		return nil, fmt.Errorf("%w: content type must be %s", ErrMalformed, ContentType)
-	}
-	kid, _ := env.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
-	pub, err := findKey(kid, updateKeys)
-	if err != nil {
-		return nil, err
-	}
-	verifier, err := cose.NewVerifier(cose.AlgorithmES256, pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, err)
-	}
-	// go-cose verifies over the protected header and payload bytes exactly as received.
-	if err := env.Verify(nil, verifier); err != nil {
-		return nil, fmt.Errorf("%w: key %x: %v", ErrBadSignature, kid, err)
-	}
-	var d Delta
-	if err := strict.Unmarshal(env.Payload, &d); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	return &d, nil
+// Update is one verified message: either the next root or a delta.
+type Update struct {
+	Root  *TrustedRoot
+	Delta *Delta
 }
 
-func findKey(kid []byte, keys []crypto.PublicKey) (crypto.PublicKey, error) {
-	for _, k := range keys {
-		id, err := KeyID(k)
-		if err == nil && bytes.Equal(id, kid) {
-			return k, nil
+// Open checks a received message against the device's current root and returns what it
+// carries. Roots must be t's successor (see Next); deltas must be signed by a threshold of
+// t's delta role and be for t's fleet. Where the delta fits the store is Apply's business.
+func (t *TrustedRoot) Open(raw []byte) (Update, error) {
+	env, err := parseEnvelope(raw)
+	if err != nil {
+		return Update{}, err
+	}
+	switch env.contentType {
+	case ContentTypeRoot:
+		next, err := t.Next(raw)
+		return Update{Root: next}, err
+	case ContentTypeDelta:
+		if err := env.verify(t.Deltas, t.keys, "delta"); err != nil {
+			return Update{}, err
 		}
+		var d Delta
+		if err := env.decode(&d); err != nil {
+			return Update{}, err
+		}
+		if d.Fleet != t.Fleet {
+			return Update{}, fmt.Errorf("%w: delta %d is for fleet %q, this device is in %q", ErrWrongFleet, d.Version, d.Fleet, t.Fleet)
+		}
+		return Update{Delta: &d}, nil
+	default:
+		return Update{}, fmt.Errorf("%w: %q", ErrUnknownType, env.contentType)
 	}
-	return nil, fmt.Errorf("%w: key id %x (%d update key(s) provisioned)", ErrUnknownKey, kid, len(keys))
 }
 
-// Apply writes an opened delta into the store if it is for fleet and newer than the store. It
-// returns the store's new state digest.
-func Apply(s *store.Store, fleet string, d *Delta) (string, error) {
-	if d.Fleet != fleet {
-		return "", fmt.Errorf("%w: delta %d is for fleet %q, this device is in %q", ErrWrongFleet, d.Version, d.Fleet, fleet)
+// Apply writes an opened delta into the store when it is the next link of the chain, and
+// returns the new state digest. It refuses a delta the store already has (ErrStale), one
+// that is ahead (ErrGap: catch up first), one built on another state (ErrBase), one whose
+// own state is expired at now (ErrExpired; a zero now skips the check), and one after which
+// the store's digest would not be the one the delta names (ErrDiverged). In every case the
+// store is left as it was.
+func Apply(s *store.Store, d *Delta, now time.Time) (string, error) {
+	if !now.IsZero() && now.Unix() > d.Expires {
+		return "", fmt.Errorf("%w: delta %d expired at %s", ErrExpired, d.Version, time.Unix(d.Expires, 0).UTC().Format(time.RFC3339))
 	}
-	digest, err := s.Apply(store.Change{Version: d.Version, Keys: d.Keys, Signatures: d.Signatures})
-	if errors.Is(err, store.ErrVersion) {
+	digest, err := s.Apply(d.Change())
+	switch {
+	case errors.Is(err, store.ErrOld):
 		return "", fmt.Errorf("%w: %v", ErrStale, err)
+	case errors.Is(err, store.ErrAhead):
+		return "", fmt.Errorf("%w: %v", ErrGap, err)
+	case errors.Is(err, store.ErrBase):
+		return "", fmt.Errorf("%w: %v", ErrBase, err)
+	case errors.Is(err, store.ErrState):
+		return "", fmt.Errorf("%w: %v", ErrDiverged, err)
 	}
 	return digest, err
 }
 
-// Inspect decodes a sealed delta without checking its signature, for operator tools that need
-// to read what they are about to publish. Devices must use Open.
-func Inspect(msg []byte) (*Delta, error) {
-	if len(msg) > MaxMessageSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg), MaxMessageSize)
+// Inspect decodes a sealed message without checking its signatures, for operator tools that
+// need to read what they hold. Devices must use TrustedRoot.Open.
+func Inspect(raw []byte) (Update, error) {
+	env, err := parseEnvelope(raw)
+	if err != nil {
+		return Update{}, err
 	}
-	var env cose.UntaggedSign1Message
-	if err := env.UnmarshalCBOR(msg); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	switch env.contentType {
+	case ContentTypeRoot:
+		var r Root
+		if err := env.decode(&r); err != nil {
+			return Update{}, err
+		}
+		return Update{Root: &TrustedRoot{Root: r, Raw: raw}}, nil
+	case ContentTypeDelta:
+		var d Delta
+		if err := env.decode(&d); err != nil {
+			return Update{}, err
+		}
+		return Update{Delta: &d}, nil
 	}
-	var d Delta
-	if err := strict.Unmarshal(env.Payload, &d); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	return &d, nil
+	return Update{}, fmt.Errorf("%w: %q", ErrUnknownType, env.contentType)
 }

@@ -12,18 +12,28 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// DeltaTopic is where a fleet's deltas are published, QoS 1.
-func DeltaTopic(fleet string) string { return "bpfleet/" + fleet + "/deltas" }
+// UpdatesTopic is where a fleet's roots and deltas are published, QoS 1, in the order they
+// were issued.
+func UpdatesTopic(fleet string) string { return "bpfleet/" + fleet + "/updates" }
 
 // StatusTopic is where a device publishes its Status, retained.
 func StatusTopic(fleet, device string) string { return "bpfleet/" + fleet + "/status/" + device }
+
+// CatchUpTopic is where devices publish catch-up Requests. Servers subscribe to it as a shared
+// subscription ($share/GROUP/...) so that several can split the load.
+func CatchUpTopic(fleet string) string { return "bpfleet/" + fleet + "/catchup" }
+
+// ReplyTopic is where a server sends a device its catch-up Batches.
+func ReplyTopic(fleet, device string) string { return "bpfleet/" + fleet + "/reply/" + device }
 
 // Status is what a device reports about its trust, as JSON on its StatusTopic.
 type Status struct {
 	Device        string    `json:"device"`
 	Online        bool      `json:"online"`
+	Root          uint64    `json:"root_version,omitempty"`
 	Version       uint64    `json:"version"`
 	StateDigest   string    `json:"state_digest,omitempty"`
+	Expires       time.Time `json:"expires,omitzero"`
 	LastSync      time.Time `json:"last_sync,omitzero"`
 	LastRejection string    `json:"last_rejection,omitempty"`
 }
@@ -51,33 +61,45 @@ func (b Broker) options(clientID string) *mqtt.ClientOptions {
 	return o
 }
 
-// Message is a delta as received. Ack tells the broker it was handled; call it only once the
-// delta is applied or definitely rejected, so that a crash in between gets it redelivered.
+// Message is a received update or catch-up batch. Ack tells the broker it was handled; call it
+// only once the message is applied or definitely rejected, so that a crash in between gets it
+// redelivered.
 type Message struct {
 	Payload []byte
+	Batch   bool // a catch-up Batch rather than a single sealed message
 	Ack     func()
 }
 
 // Device is a device's MQTT session with its fleet: a persistent session (fixed client id, no
-// clean start) subscribed to the fleet's delta topic, with a Last Will that marks the device
-// offline. It reconnects on its own; while the broker is away the device keeps working.
+// clean start) subscribed to the fleet's updates and to its own catch-up replies, with a Last
+// Will that marks the device offline. It reconnects on its own; while the broker is away the
+// device keeps working.
 type Device struct {
-	client mqtt.Client
-	fleet  string
-	id     string
-	deltas chan Message
+	client    mqtt.Client
+	fleet     string
+	id        string
+	inbox     chan Message
+	connected chan struct{}
 
 	mu     gosync.Mutex
 	status Status
 }
 
+// receive hands a message to the worker. It is the default handler, set before connecting,
+// because a persistent session delivers queued messages as soon as it connects, before any
+// subscription made in OnConnect could register a handler of its own.
+func (d *Device) receive(_ mqtt.Client, m mqtt.Message) {
+	d.inbox <- Message{Payload: m.Payload(), Batch: m.Topic() != UpdatesTopic(d.fleet), Ack: m.Ack}
+}
+
 // Connect starts a device session. It returns at once; the session connects, and reconnects,
-// in the background. Deltas arrive on Deltas() in the order the broker delivers them.
+// in the background. Messages arrive on Inbox() in the order the broker delivers them, and
+// every (re)connection is signalled on Connected().
 func Connect(b Broker, fleet, device string) (*Device, error) {
 	if fleet == "" || device == "" {
 		return nil, errors.New("connect: fleet and device id are required")
 	}
-	d := &Device{fleet: fleet, id: device, deltas: make(chan Message, 256),
+	d := &Device{fleet: fleet, id: device, inbox: make(chan Message, 256), connected: make(chan struct{}, 1),
 		status: Status{Device: device, Online: true}}
 	offline, _ := json.Marshal(Status{Device: device, Online: false})
 	o := b.options("bpfleet-"+fleet+"-"+device).
@@ -87,6 +109,7 @@ func Connect(b Broker, fleet, device string) (*Device, error) {
 		SetConnectRetryInterval(time.Second).
 		SetAutoAckDisabled(true).
 		SetBinaryWill(StatusTopic(fleet, device), offline, 1, true).
+		SetDefaultPublishHandler(d.receive).
 		SetOnConnectHandler(d.onConnect)
 	d.client = mqtt.NewClient(o)
 	d.client.Connect() // with ConnectRetry the token completes only once connected
@@ -95,16 +118,36 @@ func Connect(b Broker, fleet, device string) (*Device, error) {
 
 func (d *Device) onConnect(c mqtt.Client) {
 	// Subscribing again on every connect is harmless with a persistent session and needed
-	// when the broker lost it.
-	c.Subscribe(DeltaTopic(d.fleet), 1, func(_ mqtt.Client, m mqtt.Message) {
-		// Never block paho's router for long: hand off to the worker.
-		d.deltas <- Message{Payload: m.Payload(), Ack: m.Ack}
-	})
+	// when the broker lost it. Handlers only hand off to the worker: paho's router must not
+	// block for long.
+	c.SubscribeMultiple(map[string]byte{UpdatesTopic(d.fleet): 1, ReplyTopic(d.fleet, d.id): 1}, nil).Wait()
 	d.publishStatus()
+	select {
+	case d.connected <- struct{}{}:
+	default:
+	}
 }
 
-// Deltas returns the channel on which received deltas arrive.
-func (d *Device) Deltas() <-chan Message { return d.deltas }
+// Inbox returns the channel on which received messages arrive.
+func (d *Device) Inbox() <-chan Message { return d.inbox }
+
+// Connected signals each time the session is (re)established.
+func (d *Device) Connected() <-chan struct{} { return d.connected }
+
+// RequestCatchUp asks the fleet's servers for what the device lacks. It does not wait: a
+// request lost while offline is repeated on the next connect.
+func (d *Device) RequestCatchUp(r Request) error {
+	r.Device = d.id
+	b, err := EncodeRequest(r)
+	if err != nil {
+		return err
+	}
+	if !d.client.IsConnectionOpen() {
+		return errors.New("request catch-up: not connected")
+	}
+	d.client.Publish(CatchUpTopic(d.fleet), 1, false, b)
+	return nil
+}
 
 // ReportStatus records the device's status and publishes it (retained) when connected; a
 // status recorded offline is published on the next connect.
@@ -139,12 +182,12 @@ func (d *Device) Close() {
 // PUBACK and disconnects.
 func Publish(ctx context.Context, b Broker, clientID, topic string, retained bool, msgs ...[]byte) error {
 	c := mqtt.NewClient(b.options(clientID).SetCleanSession(true))
-	if err := wait(ctx, c.Connect()); err != nil {
+	if err := waitToken(ctx, c.Connect()); err != nil {
 		return fmt.Errorf("publish to %s: connect: %w", b.URL, err)
 	}
 	defer c.Disconnect(250)
 	for i, m := range msgs {
-		if err := wait(ctx, c.Publish(topic, 1, retained, m)); err != nil {
+		if err := waitToken(ctx, c.Publish(topic, 1, retained, m)); err != nil {
 			return fmt.Errorf("publish to %s: message %d: %w", topic, i, err)
 		}
 	}
@@ -155,12 +198,12 @@ func Publish(ctx context.Context, b Broker, clientID, topic string, retained boo
 func WaitStatus(ctx context.Context, b Broker, clientID, fleet, device string, done func(Status) bool) (Status, error) {
 	found := make(chan Status, 1)
 	c := mqtt.NewClient(b.options(clientID).SetCleanSession(true))
-	if err := wait(ctx, c.Connect()); err != nil {
+	if err := waitToken(ctx, c.Connect()); err != nil {
 		return Status{}, fmt.Errorf("wait for %s: connect: %w", device, err)
 	}
 	defer c.Disconnect(250)
 	topic := StatusTopic(fleet, device)
-	err := wait(ctx, c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+	err := waitToken(ctx, c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
 		var s Status
 		if json.Unmarshal(m.Payload(), &s) == nil && done(s) {
 			select {
@@ -180,7 +223,7 @@ func WaitStatus(ctx context.Context, b Broker, clientID, fleet, device string, d
 	}
 }
 
-func wait(ctx context.Context, t mqtt.Token) error {
+func waitToken(ctx context.Context, t mqtt.Token) error {
 	select {
 	case <-t.Done():
 		return t.Error()

@@ -115,14 +115,18 @@ func TestEndToEnd(t *testing.T) {
 	broker := mosquitto.Start(t)
 
 	// Operator side.
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/root"))
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/fleet"))
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/gadget"))
 	e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", "trace_exec:latest", "--elf", e.gadget,
 		"--metadata", "../../gadgets/trace_exec/gadget.yaml")
 	e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), "trace_exec:latest")
 
-	// Device side: provisioned with the fleet key only.
-	cfg := fmt.Sprintf(`{"device_id":"e2e","fleet":"fleet-a","broker":%q,"update_keys":["keys/fleet.pub"]}`, broker.URL())
+	e.run(e.ctl, "root", "--state-dir", e.path("fleet"), "--fleet", "fleet-a", "--root-key", e.path("keys/root.pub"),
+		"--delta-key", e.path("keys/fleet.pub"), "--sign", e.path("keys/root.key"))
+
+	// Device side: provisioned with the fleet's root only.
+	cfg := fmt.Sprintf(`{"device_id":"e2e","fleet":"fleet-a","broker":%q,"root":"fleet/root.cbor"}`, broker.URL())
 	if err := os.WriteFile(e.path("agent.json"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Trust arrives over MQTT.
-	e.run(e.ctl, "delta", "--fleet", "fleet-a", "--version", "1", "--signing-key", e.path("keys/fleet.key"),
+	e.run(e.ctl, "delta", "--state-dir", e.path("fleet"), "--sign", e.path("keys/fleet.key"),
 		"--trust-key", e.path("keys/gadget.pub"), "--signatures-from", e.path("layout"), "-o", e.path("delta-1.cbor"))
 	out := e.run(e.ctl, "publish", "--broker", broker.URL(), "--fleet", "fleet-a", "--wait-device", "e2e",
 		"--timeout", "30s", e.path("delta-1.cbor"))

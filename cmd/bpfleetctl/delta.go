@@ -2,8 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,59 +21,176 @@ import (
 	"github.com/bpfleet/bpfleet/sync"
 )
 
-func deltaCmd() *cobra.Command {
-	var fleet, signingKey, out string
-	var version uint64
-	var trustKeys, layouts []string
+func loadSigners(paths []string) ([]crypto.Signer, error) {
+	var out []crypto.Signer
+	for _, p := range paths {
+		k, err := cosign.LoadPrivateKeyFile(p, cosign.PasswordFromEnv)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no --sign key given")
+	}
+	return out, nil
+}
+
+func loadPublicKeys(paths []string) ([]crypto.PublicKey, error) {
+	var out []crypto.PublicKey
+	for _, p := range paths {
+		k, err := cosign.LoadPublicKeyFile(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// issued writes a sealed message to a file and/or publishes it, as the flags ask.
+func issued(raw []byte, out, broker, fleet string) error {
+	if out != "" {
+		if err := os.WriteFile(out, raw, 0o644); err != nil {
+			return err
+		}
+	}
+	if broker == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sync.Publish(ctx, sync.Broker{URL: broker}, clientID(), sync.UpdatesTopic(fleet), false, raw); err != nil {
+		return err
+	}
+	fmt.Printf("published to %s on %s\n", sync.UpdatesTopic(fleet), broker)
+	return nil
+}
+
+func clientID() string { return fmt.Sprintf("bpfleetctl-%d", os.Getpid()) }
+
+func rootCmd() *cobra.Command {
+	var stateDir, fleet, out, broker string
+	var rootKeys, deltaKeys, sign []string
+	var rootThreshold, deltaThreshold uint64
+	var expires time.Duration
 	c := &cobra.Command{
-		Use:   "delta",
-		Short: "Build a trust delta (gadget keys and signatures) signed with the fleet's update key",
-		Long: "Build a trust delta and seal it with the fleet's update key (COSE_Sign1, ES256).\n" +
-			"--trust-key adds a public key devices will trust for gadget signatures;\n" +
-			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images.",
+		Use:   "root",
+		Short: "Issue the fleet's first root, or the next one (a rotation)",
+		Long: "Issue a root: the keys allowed to sign roots and deltas, each with a threshold.\n" +
+			"The first root (with --fleet) starts a history in --state-dir and is the file devices are\n" +
+			"provisioned with (also written to STATE_DIR/root.cbor). A rotation must be signed (--sign) by a\n" +
+			"threshold of the current root keys and of the new ones.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			key, err := cosign.LoadPrivateKeyFile(signingKey, cosign.PasswordFromEnv)
+			keys, err := loadSigners(sign)
 			if err != nil {
 				return err
 			}
-			d := &sync.Delta{Fleet: fleet, Version: version}
+			spec := sync.RootSpec{Fleet: fleet, RootThreshold: rootThreshold, DeltaThreshold: deltaThreshold, Expires: expires}
+			if spec.RootKeys, err = loadPublicKeys(rootKeys); err != nil {
+				return err
+			}
+			if spec.DeltaKeys, err = loadPublicKeys(deltaKeys); err != nil {
+				return err
+			}
+			h, err := sync.OpenHistory(stateDir)
+			if err != nil {
+				return err
+			}
+			is, err := h.Issue()
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			raw, err := is.IssueRoot(spec, keys...)
+			if err != nil {
+				return err
+			}
+			u, _ := sync.Inspect(raw)
+			if err := os.WriteFile(filepath.Join(stateDir, "root.cbor"), raw, 0o644); err != nil {
+				return err
+			}
+			fmt.Printf("root %d for fleet %s: %d root key(s) (threshold %d), %d delta key(s) (threshold %d), expires %s\n",
+				u.Root.Version, u.Root.Fleet, len(spec.RootKeys), rootThreshold, len(spec.DeltaKeys), deltaThreshold,
+				time.Unix(u.Root.Expires, 0).UTC().Format(time.RFC3339))
+			return issued(raw, out, broker, u.Root.Fleet)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&stateDir, "state-dir", "", "the fleet's history (created by the first root)")
+	f.StringVar(&fleet, "fleet", "", "fleet name (first root only)")
+	f.StringArrayVar(&rootKeys, "root-key", nil, "public key of the root role (repeatable)")
+	f.Uint64Var(&rootThreshold, "root-threshold", 1, "signatures needed on a root")
+	f.StringArrayVar(&deltaKeys, "delta-key", nil, "public key of the delta role (repeatable)")
+	f.Uint64Var(&deltaThreshold, "delta-threshold", 1, "signatures needed on a delta")
+	f.StringArrayVar(&sign, "sign", nil, "private key to sign with (repeatable)")
+	f.DurationVar(&expires, "expires", 365*24*time.Hour, "how long the root is valid")
+	f.StringVarP(&out, "output", "o", "", "also write the sealed root to this file")
+	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	c.MarkFlagRequired("state-dir")
+	return c
+}
+
+func deltaCmd() *cobra.Command {
+	var stateDir, out, broker string
+	var sign, trustKeys, layouts []string
+	var expires time.Duration
+	c := &cobra.Command{
+		Use:   "delta",
+		Short: "Issue the next trust delta: gadget keys and signatures, on top of the fleet's state",
+		Long: "Issue the next delta of the fleet's hash chain, signed (--sign) by delta-role keys.\n" +
+			"--trust-key adds a public key devices will trust for gadget signatures;\n" +
+			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images.\n" +
+			"A delta with neither only refreshes the fleet's expiry.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			keys, err := loadSigners(sign)
+			if err != nil {
+				return err
+			}
+			spec := sync.DeltaSpec{Expires: expires}
 			for _, path := range trustKeys {
 				der, err := cosign.LoadPublicKeyDER(path)
 				if err != nil {
 					return err
 				}
-				d.Keys = append(d.Keys, trust.Key{DER: der})
+				spec.Keys = append(spec.Keys, trust.Key{DER: der})
 			}
 			for _, dir := range layouts {
 				sigs, err := layoutSignatures(dir)
 				if err != nil {
 					return err
 				}
-				d.Signatures = append(d.Signatures, sigs...)
+				spec.Signatures = append(spec.Signatures, sigs...)
 			}
-			msg, err := sync.Seal(d, key)
+			h, err := sync.OpenHistory(stateDir)
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(out, msg, 0o644); err != nil {
+			is, err := h.Issue()
+			if err != nil {
 				return err
 			}
-			fmt.Printf("delta v%d for fleet %s: %d key(s), %d signature(s), %d bytes -> %s\n",
-				version, fleet, len(d.Keys), len(d.Signatures), len(msg), out)
-			return nil
+			defer is.Close()
+			raw, d, err := is.IssueDelta(spec, keys...)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("delta %d for fleet %s: %d key(s), %d signature(s), %d bytes, state %s\n",
+				d.Version, d.Fleet, len(d.Keys), len(d.Signatures), len(raw), d.State)
+			return issued(raw, out, broker, d.Fleet)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&fleet, "fleet", "", "fleet the delta is for")
-	f.Uint64Var(&version, "version", 0, "trust version the delta brings devices to (must exceed theirs)")
-	f.StringVar(&signingKey, "signing-key", "", "the fleet's update private key")
+	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
+	f.StringArrayVar(&sign, "sign", nil, "delta-role private key to sign with (repeatable)")
 	f.StringArrayVar(&trustKeys, "trust-key", nil, "public key to trust for gadget signatures (repeatable)")
 	f.StringArrayVar(&layouts, "signatures-from", nil, "OCI layout whose images' signatures to include (repeatable)")
-	f.StringVarP(&out, "output", "o", "", "file to write the sealed delta to")
-	for _, name := range []string{"fleet", "version", "signing-key", "output"} {
-		c.MarkFlagRequired(name)
-	}
+	f.DurationVar(&expires, "expires", 30*24*time.Hour, "how long devices may consider this state fresh")
+	f.StringVarP(&out, "output", "o", "", "also write the sealed delta to this file")
+	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	c.MarkFlagRequired("state-dir")
 	return c
 }
 
@@ -98,7 +222,7 @@ func publishCmd() *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "publish FILE...",
-		Short: "Publish sealed deltas to the fleet with QoS 1, optionally waiting for a device to apply them",
+		Short: "Publish sealed roots and deltas to the fleet with QoS 1, optionally waiting for a device to apply them",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -110,26 +234,30 @@ func publishCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				d, err := sync.Inspect(msg)
+				u, err := sync.Inspect(msg)
 				if err != nil {
 					return fmt.Errorf("%s: %w", path, err)
 				}
-				if d.Fleet != fleet {
-					return fmt.Errorf("%s: delta is for fleet %q, not %q", path, d.Fleet, fleet)
+				msgFleet := ""
+				if u.Root != nil {
+					msgFleet = u.Root.Fleet
+				} else {
+					msgFleet, last = u.Delta.Fleet, max(last, u.Delta.Version)
 				}
-				last = max(last, d.Version)
+				if msgFleet != fleet {
+					return fmt.Errorf("%s: message is for fleet %q, not %q", path, msgFleet, fleet)
+				}
 				msgs = append(msgs, msg)
 			}
 			b := sync.Broker{URL: broker}
-			clientID := fmt.Sprintf("bpfleetctl-%d", os.Getpid())
-			if err := sync.Publish(ctx, b, clientID, sync.DeltaTopic(fleet), false, msgs...); err != nil {
+			if err := sync.Publish(ctx, b, clientID(), sync.UpdatesTopic(fleet), false, msgs...); err != nil {
 				return err
 			}
-			fmt.Printf("published %d delta(s) to %s on %s\n", len(msgs), sync.DeltaTopic(fleet), broker)
+			fmt.Printf("published %d message(s) to %s on %s\n", len(msgs), sync.UpdatesTopic(fleet), broker)
 			if device == "" {
 				return nil
 			}
-			s, err := sync.WaitStatus(ctx, b, clientID+"-wait", fleet, device, func(s sync.Status) bool {
+			s, err := sync.WaitStatus(ctx, b, clientID()+"-wait", fleet, device, func(s sync.Status) bool {
 				return s.Version >= last
 			})
 			if err != nil {
@@ -145,5 +273,85 @@ func publishCmd() *cobra.Command {
 	f.StringVar(&device, "wait-device", "", "wait until this device reports the highest published version")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	c.MarkFlagRequired("fleet")
+	return c
+}
+
+func serveCmd() *cobra.Command {
+	var stateDir, broker, group string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Answer devices' catch-up requests from the fleet's history until interrupted",
+		Long: "Answer catch-up requests with the roots and deltas a device lacks. Run several with the\n" +
+			"same --group (on one broker or a cluster) to split the load: they share one MQTT shared\n" +
+			"subscription, and each needs read access to the history.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			h, err := sync.OpenHistory(stateDir)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return sync.Serve(ctx, sync.Broker{URL: broker}, clientID(), group, h, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
+	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	f.StringVar(&group, "group", "bpfleet-serve", "shared-subscription group of the serving instances")
+	c.MarkFlagRequired("state-dir")
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	var stateDir, broker, out string
+	var wait time.Duration
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show which devices are current, behind, diverged or offline",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			h, err := sync.OpenHistory(stateDir)
+			if err != nil {
+				return err
+			}
+			root, err := h.CurrentRoot()
+			if err != nil || root == nil {
+				return fmt.Errorf("no fleet history in %s: %v", stateDir, err)
+			}
+			version, digest, err := h.Latest()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
+			defer cancel()
+			reports, err := sync.FleetStatus(ctx, sync.Broker{URL: broker}, clientID(), root.Fleet, version, digest, wait)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"fleet": root.Fleet, "version": version, "state_digest": digest, "devices": reports})
+			}
+			fmt.Printf("fleet %s: version %d, state %s\n", root.Fleet, version, digest)
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "DEVICE\tSTATE\tVERSION\tLAST SYNC\tLAST REJECTION")
+			for _, r := range reports {
+				last := "-"
+				if !r.LastSync.IsZero() {
+					last = r.LastSync.Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", r.Device, r.State, r.Version, last, r.LastRejection)
+			}
+			return w.Flush()
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
+	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	f.DurationVar(&wait, "wait", 2*time.Second, "how long to collect device statuses")
+	f.StringVarP(&out, "output", "o", "columns", "output format: columns or json")
+	c.MarkFlagRequired("state-dir")
 	return c
 }

@@ -10,14 +10,14 @@ import (
 )
 
 func main() {
-	root := &cobra.Command{
+	cmd := &cobra.Command{
 		Use:           "bpfleetctl",
 		Short:         "Operate a bpfleet fleet: keys, gadget images, signatures and trust deltas",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(keygenCmd(), packageCmd(), signCmd(), deltaCmd(), publishCmd())
-	if err := root.Execute(); err != nil {
+	cmd.AddCommand(keygenCmd(), packageCmd(), signCmd(), rootCmd(), deltaCmd(), publishCmd(), serveCmd(), statusCmd())
+	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpfleetctl:", err)
 		os.Exit(1)
 	}

@@ -27,6 +27,9 @@ const (
 	metaPrefix  = "m/"
 	versionKey  = metaPrefix + "version"
 	digestKey   = metaPrefix + "digest"
+	expiresKey  = metaPrefix + "expires"
+	rootKey     = metaPrefix + "root"
+	rootVerKey  = metaPrefix + "root_version"
 )
 
 // digestDomain separates our state digests from any other SHA-256 use.
@@ -35,8 +38,13 @@ const digestDomain = "bpfleet-trust-state-v1\x00"
 // recordEnc encodes records deterministically: their bytes go into the state digest.
 var recordEnc, _ = cbor.CoreDetEncOptions().EncMode()
 
-// ErrVersion is returned by Apply for a change whose version is not above the stored one.
-var ErrVersion = errors.New("version not newer than the store's")
+// Why Apply refuses a change; test with errors.Is.
+var (
+	ErrOld   = errors.New("version not newer than the store's")
+	ErrAhead = errors.New("version skips ahead of the store's")
+	ErrBase  = errors.New("base digest is not the store's digest")
+	ErrState = errors.New("resulting digest is not the one the change names")
+)
 
 // Options tunes a store. The zero value is what devices use.
 type Options struct {
@@ -123,10 +131,13 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Change is a set of additions to the trust state, stamped with the version it brings the store
-// to.
+// Change is a set of additions to the trust state: one link of a hash chain that takes the
+// store from version Version-1 with digest Base to Version with digest State.
 type Change struct {
 	Version    uint64
+	Base       string // the store's digest before; required
+	State      string // the digest after; empty to compute it (the operator's side does)
+	Expires    int64  // Unix seconds after which this state is stale
 	Keys       []trust.Key
 	Signatures []trust.Signature
 }
@@ -134,6 +145,15 @@ type Change struct {
 // Apply validates c against the store and writes it in one transaction. It returns the new state
 // digest. On any error nothing was written.
 func (s *Store) Apply(c Change) (string, error) {
+	return s.apply(c, true)
+}
+
+// Digest returns the state digest Apply(c) would yield, writing nothing.
+func (s *Store) Digest(c Change) (string, error) {
+	return s.apply(c, false)
+}
+
+func (s *Store) apply(c Change, commit bool) (string, error) {
 	for i, k := range c.Keys {
 		if _, err := k.PublicKey(); err != nil {
 			return "", fmt.Errorf("apply version %d: key %d: %w", c.Version, i, err)
@@ -148,13 +168,25 @@ func (s *Store) Apply(c Change) (string, error) {
 		}
 	}
 	var digest string
-	err := s.db.Update(func(txn *badger.Txn) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	err := func() error {
 		current, err := version(txn)
 		if err != nil {
 			return err
 		}
 		if c.Version <= current {
-			return fmt.Errorf("%w: change is version %d, store is at %d", ErrVersion, c.Version, current)
+			return fmt.Errorf("%w: change is version %d, store is at %d", ErrOld, c.Version, current)
+		}
+		if c.Version > current+1 {
+			return fmt.Errorf("%w: change is version %d, store is at %d", ErrAhead, c.Version, current)
+		}
+		base, err := currentDigest(txn, current)
+		if err != nil {
+			return err
+		}
+		if c.Base != base {
+			return fmt.Errorf("%w: change %d applies to %s, store %d is %s", ErrBase, c.Version, c.Base, current, base)
 		}
 		for _, k := range c.Keys {
 			if err := txn.Set([]byte(keyPrefix+k.ID()), k.DER); err != nil {
@@ -173,13 +205,25 @@ func (s *Store) Apply(c Change) (string, error) {
 		if err := txn.Set([]byte(versionKey), binary.BigEndian.AppendUint64(nil, c.Version)); err != nil {
 			return err
 		}
+		if err := txn.Set([]byte(expiresKey), binary.BigEndian.AppendUint64(nil, uint64(c.Expires))); err != nil {
+			return err
+		}
 		sum, err := stateDigest(txn, c.Version)
 		if err != nil {
 			return err
 		}
+		if c.State != "" && c.State != sum {
+			return fmt.Errorf("%w: change %d names %s, records hash to %s", ErrState, c.Version, c.State, sum)
+		}
 		digest = sum
-		return txn.Set([]byte(digestKey), []byte(sum))
-	})
+		if err := txn.Set([]byte(digestKey), []byte(sum)); err != nil {
+			return err
+		}
+		if !commit {
+			return nil
+		}
+		return txn.Commit()
+	}()
 	if err != nil {
 		return "", fmt.Errorf("apply version %d: %w", c.Version, err)
 	}
@@ -195,8 +239,24 @@ func validDigest(d string) bool {
 	return err == nil && strings.ToLower(hexPart) == hexPart
 }
 
-func version(txn *badger.Txn) (uint64, error) {
-	item, err := txn.Get([]byte(versionKey))
+func version(txn *badger.Txn) (uint64, error) { return readUint(txn, versionKey) }
+
+// currentDigest is the stored digest, or for a new store the digest of the empty state.
+func currentDigest(txn *badger.Txn, ver uint64) (string, error) {
+	if ver == 0 {
+		return stateDigest(txn, 0)
+	}
+	item, err := txn.Get([]byte(digestKey))
+	if err != nil {
+		return "", fmt.Errorf("read state digest: %w", err)
+	}
+	d, err := item.ValueCopy(nil)
+	return string(d), err
+}
+
+// readUint reads a big-endian uint64 record, 0 if absent.
+func readUint(txn *badger.Txn, key string) (uint64, error) {
+	item, err := txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, nil
 	}
@@ -208,9 +268,45 @@ func version(txn *badger.Txn) (uint64, error) {
 		return 0, err
 	}
 	if len(v) != 8 {
-		return 0, fmt.Errorf("corrupt version record (%d bytes)", len(v))
+		return 0, fmt.Errorf("corrupt %s record (%d bytes)", key, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetRoot stores the device's current root message. Its version must be the stored root's
+// plus one, or any version for a store that has none yet (provisioning). The store keeps the
+// raw message; verifying it is the caller's job.
+func (s *Store) SetRoot(ver uint64, raw []byte) error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		current, err := readUint(txn, rootVerKey)
+		if err != nil {
+			return err
+		}
+		if current != 0 && ver != current+1 {
+			return fmt.Errorf("set root %d: store has root %d", ver, current)
+		}
+		if err := txn.Set([]byte(rootKey), raw); err != nil {
+			return err
+		}
+		return txn.Set([]byte(rootVerKey), binary.BigEndian.AppendUint64(nil, ver))
+	})
+}
+
+// Root returns the stored root message, or nil if there is none yet.
+func (s *Store) Root() ([]byte, error) {
+	var raw []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(rootKey))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		raw, err = item.ValueCopy(nil)
+		return err
+	})
+	return raw, err
 }
 
 // stateDigest hashes the version and every trust record in key order. Each key and value is
@@ -242,6 +338,7 @@ func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
 type Snapshot struct {
 	version    uint64
 	digest     string
+	expires    int64
 	keys       []trust.Key
 	signatures map[string][]trust.Signature
 }
@@ -254,22 +351,14 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 		if snap.version, err = version(txn); err != nil {
 			return err
 		}
-		if snap.version == 0 {
-			snap.digest, err = stateDigest(txn, 0)
-			if err != nil {
-				return err
-			}
-		} else {
-			item, err := txn.Get([]byte(digestKey))
-			if err != nil {
-				return fmt.Errorf("read state digest: %w", err)
-			}
-			d, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			snap.digest = string(d)
+		if snap.digest, err = currentDigest(txn, snap.version); err != nil {
+			return err
 		}
+		expires, err := readUint(txn, expiresKey)
+		if err != nil {
+			return err
+		}
+		snap.expires = int64(expires)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -354,6 +443,9 @@ func (s *Snapshot) StateDigest() string { return s.digest }
 
 // Keys implements Reader.
 func (s *Snapshot) Keys() []trust.Key { return s.keys }
+
+// Expires is when the fleet said this state goes stale (Unix seconds; 0 for a new store).
+func (s *Snapshot) Expires() int64 { return s.expires }
 
 // SignatureCount is the number of signatures held, over all digests.
 func (s *Snapshot) SignatureCount() int {

@@ -47,7 +47,7 @@ func TestApplyAndSnapshot(t *testing.T) {
 	}
 	k := testKey(t)
 	sig := trust.Signature{Digest: digestA, Payload: []byte(`{"x":1}`), Signature: []byte{1, 2, 3}}
-	d1, err := s.Apply(Change{Version: 1, Keys: []trust.Key{k}, Signatures: []trust.Signature{sig}})
+	d1, err := s.Apply(Change{Version: 1, Base: empty.StateDigest(), Keys: []trust.Key{k}, Signatures: []trust.Signature{sig}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,11 @@ func TestApplyAndSnapshot(t *testing.T) {
 		t.Fatal("digest did not change after apply")
 	}
 	// Reapplying the same records at a higher version changes only the version.
-	d2, err := s.Apply(Change{Version: 2, Signatures: []trust.Signature{sig}})
+	preview, err := s.Digest(Change{Version: 2, Base: d1, Signatures: []trust.Signature{sig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := s.Apply(Change{Version: 2, Base: d1, State: preview, Expires: 1700000000, Signatures: []trust.Signature{sig}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ func TestApplyAndSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if snap.Version() != 2 || snap.StateDigest() != d2 {
+	if snap.Version() != 2 || snap.StateDigest() != d2 || snap.Expires() != 1700000000 {
 		t.Fatalf("after reopen: version %d digest %s, want 2 %s", snap.Version(), snap.StateDigest(), d2)
 	}
 	if len(snap.Keys()) != 1 || snap.Keys()[0].ID() != k.ID() {
@@ -96,7 +100,9 @@ func TestApplyRejectsAndLeavesStoreUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Apply(Change{Version: 5, Keys: []trust.Key{testKey(t)}}); err != nil {
+	base := emptyDigest(t, s)
+	cur, err := s.Apply(Change{Version: 1, Base: base, Keys: []trust.Key{testKey(t)}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	before, err := s.Dump()
@@ -109,11 +115,14 @@ func TestApplyRejectsAndLeavesStoreUnchanged(t *testing.T) {
 		change Change
 		want   string
 	}{
-		{"same version", Change{Version: 5, Signatures: []trust.Signature{good}}, "version not newer"},
-		{"older version", Change{Version: 4, Signatures: []trust.Signature{good}}, "version not newer"},
-		{"bad key", Change{Version: 6, Keys: []trust.Key{{DER: []byte("junk")}}}, "key 0"},
-		{"bad digest", Change{Version: 6, Signatures: []trust.Signature{{Digest: "sha256:XYZ", Payload: []byte("p"), Signature: []byte("s")}}}, "malformed digest"},
-		{"empty signature", Change{Version: 6, Signatures: []trust.Signature{{Digest: digestA, Payload: []byte("p")}}}, "empty payload or signature"},
+		{"same version", Change{Version: 1, Base: base, Signatures: []trust.Signature{good}}, "version not newer"},
+		{"older version", Change{Version: 0, Base: base, Signatures: []trust.Signature{good}}, "version not newer"},
+		{"skips ahead", Change{Version: 3, Base: cur, Signatures: []trust.Signature{good}}, "skips ahead"},
+		{"other base", Change{Version: 2, Base: base, Signatures: []trust.Signature{good}}, "base digest"},
+		{"wrong result", Change{Version: 2, Base: cur, State: base, Signatures: []trust.Signature{good}}, "resulting digest"},
+		{"bad key", Change{Version: 2, Base: cur, Keys: []trust.Key{{DER: []byte("junk")}}}, "key 0"},
+		{"bad digest", Change{Version: 2, Base: cur, Signatures: []trust.Signature{{Digest: "sha256:XYZ", Payload: []byte("p"), Signature: []byte("s")}}}, "malformed digest"},
+		{"empty signature", Change{Version: 2, Base: cur, Signatures: []trust.Signature{{Digest: digestA, Payload: []byte("p")}}}, "empty payload or signature"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,9 +139,18 @@ func TestApplyRejectsAndLeavesStoreUnchanged(t *testing.T) {
 			}
 		})
 	}
-	_, err = s.Apply(Change{Version: 5})
-	if !errors.Is(err, ErrVersion) {
-		t.Fatalf("err = %v, want ErrVersion", err)
+	for _, tt := range []struct {
+		c    Change
+		want error
+	}{
+		{Change{Version: 1, Base: base}, ErrOld},
+		{Change{Version: 3, Base: cur}, ErrAhead},
+		{Change{Version: 2, Base: base}, ErrBase},
+		{Change{Version: 2, Base: cur, State: base}, ErrState},
+	} {
+		if _, err := s.Apply(tt.c); !errors.Is(err, tt.want) {
+			t.Errorf("Apply(%+v) = %v, want %v", tt.c, err, tt.want)
+		}
 	}
 }
 
@@ -168,7 +186,7 @@ func TestVerifyDetectsChangedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Apply(Change{Version: 1, Keys: []trust.Key{testKey(t)}}); err != nil {
+	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{testKey(t)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Verify(); err != nil {
@@ -183,5 +201,37 @@ func TestVerifyDetectsChangedRecords(t *testing.T) {
 	}
 	if err := s.Verify(); err == nil || !strings.Contains(err.Error(), "records hash to") {
 		t.Fatalf("Verify = %v, want a digest mismatch", err)
+	}
+}
+
+func emptyDigest(t *testing.T, s *Store) string {
+	t.Helper()
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap.StateDigest()
+}
+
+func TestRoot(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if raw, err := s.Root(); err != nil || raw != nil {
+		t.Fatalf("new store root = %q, %v", raw, err)
+	}
+	if err := s.SetRoot(3, []byte("root3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRoot(5, []byte("root5")); err == nil {
+		t.Fatal("skipped a root version")
+	}
+	if err := s.SetRoot(4, []byte("root4")); err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := s.Root(); string(raw) != "root4" {
+		t.Fatalf("root = %q", raw)
 	}
 }
