@@ -25,7 +25,8 @@ type Broker struct {
 }
 
 // Start runs a broker for t, or skips t when mosquitto is not installed (`make deps` installs it).
-func Start(t testing.TB) *Broker {
+// Each extra line is appended to the generated mosquitto.conf (e.g. "log_type all").
+func Start(t testing.TB, extra ...string) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -43,6 +44,9 @@ func Start(t testing.TB) *Broker {
 	l.Close()
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nuser root\nlog_dest file %s\n",
 		b.Port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	for _, line := range extra {
+		conf += line + "\n"
+	}
 	if err := os.WriteFile(filepath.Join(b.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +90,24 @@ func (b *Broker) Stop() {
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	b.cmd.Wait()
 	b.cmd = nil
+}
+
+// Kill stops the broker abruptly (SIGKILL), as a crash or power loss would: whatever it had not
+// yet written to its persistence file (autosaved every 1800 s by default, and on a clean stop)
+// is lost. Restart starts it again with the same configuration and persistence directory.
+func (b *Broker) Kill() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Kill()
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
+// Log returns what the broker has logged so far (its log file; kept across restarts).
+func (b *Broker) Log() string {
+	log, _ := os.ReadFile(filepath.Join(b.dir, "mosquitto.log"))
+	return string(log)
 }
 
 // Restart starts the stopped broker again on the same port with the same persistence.
