@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 	"github.com/bpfleet/bpfleet/sync"
 )
@@ -30,6 +32,9 @@ type Agent struct {
 	// more exist); lastAsk rate-limits catch-up requests.
 	behind  bool
 	lastAsk time.Time
+	// pending holds received messages not yet handled, in arrival order; they stay
+	// unacknowledged until handled, and are retried when the store was unavailable.
+	pending []sync.Message
 }
 
 // New checks the configuration and the trust store and returns an agent ready to run. The
@@ -85,8 +90,10 @@ func (a *Agent) readState(s *store.Store) error {
 	return nil
 }
 
+// withStore opens the store for f. The agent waits only briefly for a CLI that holds it: its
+// messages stay pending and are retried, and the agent loop stays responsive meanwhile.
 func (a *Agent) withStore(f func(*store.Store) error) error {
-	s, err := store.Open(trustDir(a.dataDir), store.Options{})
+	s, err := store.Open(trustDir(a.dataDir), store.Options{LockWait: 500 * time.Millisecond})
 	if err != nil {
 		return err
 	}
@@ -100,13 +107,19 @@ func (a *Agent) withStore(f func(*store.Store) error) error {
 func trustDir(dataDir string) string { return filepath.Join(dataDir, "trust") }
 func imageDir(dataDir string) string { return filepath.Join(dataDir, "images") }
 
-// Run keeps the device's fleet session until ctx is done.
+// Run keeps the device's fleet session until ctx is done. Only one agent may run on a data
+// directory at a time.
 func (a *Agent) Run(ctx context.Context) error {
+	lock, err := lockDataDir(a.dataDir)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer lock.Close()
 	broker, err := a.cfg.broker()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	dev, err := sync.Connect(broker, a.cfg.Fleet, a.cfg.DeviceID)
+	dev, err := sync.Connect(broker, a.cfg.Fleet, a.cfg.DeviceID, a.log)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -114,8 +127,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	dev.ReportStatus(a.status)
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "fleet", a.cfg.Fleet, "broker", a.cfg.Broker,
 		"root", a.root.Version, "version", a.status.Version, "state_digest", a.status.StateDigest)
-	tick := time.NewTicker(catchUpInterval)
-	defer tick.Stop()
+	catchUp := time.NewTicker(catchUpInterval)
+	defer catchUp.Stop()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,22 +140,71 @@ func (a *Agent) Run(ctx context.Context) error {
 			// Whatever was published while the device was away may be more than the
 			// broker queued for it: always ask.
 			a.askCatchUp(dev, true)
-		case <-tick.C:
+		case <-catchUp.C:
 			if a.behind {
 				a.askCatchUp(dev, false)
+			}
+		case <-retry.C:
+			if len(a.pending) > 0 {
+				a.drain(dev)
 			}
 		case m := <-dev.Inbox():
-			if err := a.handlePending(dev, m); err != nil {
-				// The store could not be opened: leave the message unacknowledged so the
-				// broker redelivers it after a reconnect, and keep running.
-				a.log.Error("trust store unavailable", "err", err)
-				continue
+			a.pending = append(a.pending, m)
+			a.drain(dev)
+		}
+	}
+}
+
+// lockDataDir takes an exclusive lock for the agent's lifetime: two agents on one store would
+// share one MQTT identity and take its session from each other.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "agent.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another agent is running on %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// drain handles the pending messages, and any that arrive meanwhile, with one opening of the
+// store. A message is acknowledged once handled; if the store fails, it and those behind it
+// stay pending, in order, for the next try.
+func (a *Agent) drain(dev *sync.Device) {
+	err := a.withStore(func(s *store.Store) error {
+		for len(a.pending) > 0 {
+			m := a.pending[0]
+			var err error
+			if m.Batch {
+				err = a.handleBatch(s, m.Payload)
+			} else {
+				err = a.handle(s, m.Payload)
 			}
-			dev.ReportStatus(a.status)
-			if a.behind {
-				a.askCatchUp(dev, false)
+			if err != nil {
+				return err
+			}
+			m.Ack()
+			a.pending = a.pending[1:]
+			select {
+			case next := <-dev.Inbox():
+				a.pending = append(a.pending, next)
+			default:
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		a.log.Error("trust store unavailable; will retry", "err", err, "pending", len(a.pending))
+		return
+	}
+	dev.ReportStatus(a.status)
+	if a.behind {
+		a.askCatchUp(dev, false)
 	}
 }
 
@@ -154,36 +218,19 @@ func (a *Agent) askCatchUp(dev *sync.Device, always bool) {
 	}
 }
 
-// handlePending handles m and every message already queued behind it with one opening of the
-// store.
-func (a *Agent) handlePending(dev *sync.Device, m sync.Message) error {
-	return a.withStore(func(s *store.Store) error {
-		for {
-			if m.Batch {
-				a.handleBatch(s, m.Payload)
-			} else {
-				a.handle(s, m.Payload)
-			}
-			m.Ack()
-			select {
-			case m = <-dev.Inbox():
-			default:
-				return nil
-			}
-		}
-	})
-}
-
-func (a *Agent) handleBatch(s *store.Store, raw []byte) {
+// handleBatch handles a catch-up batch; like handle, it returns only store failures.
+func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	b, err := sync.DecodeBatch(raw)
 	if err != nil {
 		a.reject(fmt.Errorf("catch-up batch: %w", err), len(raw))
-		return
+		return nil
 	}
 	before := a.status.Version
 	a.behind = false
 	for _, msg := range b.Messages {
-		a.handle(s, msg)
+		if err := a.handle(s, msg); err != nil {
+			return err
+		}
 	}
 	// Ask for more only if this batch moved us: a server that keeps promising versions it
 	// never sends must not make the device spin.
@@ -191,32 +238,33 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) {
 		a.behind = true
 	}
 	a.log.Info("catch-up batch handled", "messages", len(b.Messages), "version", a.status.Version, "server_latest", b.Latest)
+	return nil
 }
 
-// handle applies one sealed message or logs precisely why it was rejected. Either way the
-// message is done with: a rejected message will never become valid by redelivery.
-func (a *Agent) handle(s *store.Store, raw []byte) {
+// handle applies one sealed message or logs precisely why it was rejected: a rejected message
+// will never become valid by redelivery, so it is done with. It returns an error only when the
+// store failed, and then the message must be tried again.
+func (a *Agent) handle(s *store.Store, raw []byte) error {
 	u, err := a.root.Open(raw)
 	if err != nil {
 		a.reject(err, len(raw))
-		return
+		return nil
 	}
 	if u.Root != nil {
 		if err := s.SetRoot(u.Root.Version, raw); err != nil {
-			a.reject(err, len(raw))
-			return
+			return err
 		}
 		a.root = u.Root
 		a.status.Root = u.Root.Version
 		a.log.Info("root rotated", "root", u.Root.Version, "expires", time.Unix(u.Root.Expires, 0).UTC())
-		return
+		return nil
 	}
 	d := u.Delta
 	now := sync.ClockKnown(a.now())
 	if a.root.Expired(now) {
 		a.reject(fmt.Errorf("%w: root %d expired at %s; waiting for a new root", sync.ErrExpired, a.root.Version,
 			time.Unix(a.root.Expires, 0).UTC().Format(time.RFC3339)), len(raw))
-		return
+		return nil
 	}
 	digest, err := sync.Apply(s, d, now)
 	switch {
@@ -231,12 +279,15 @@ func (a *Agent) handle(s *store.Store, raw []byte) {
 	case errors.Is(err, sync.ErrGap):
 		a.behind = true
 		a.log.Info("delta ahead of the store; catching up", "delta", d.Version, "version", a.status.Version)
-	default:
+	case sync.Rejected(err):
 		a.reject(err, len(raw))
+	default:
+		return err
 	}
+	return nil
 }
 
 func (a *Agent) reject(err error, size int) {
-	a.status.LastRejection = err.Error()
+	a.status.LastRejection, a.status.LastRejectionAt = err.Error(), a.now().UTC()
 	a.log.Warn("message rejected", "reason", err.Error(), "bytes", size)
 }

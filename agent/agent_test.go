@@ -283,10 +283,49 @@ func TestLoadConfig(t *testing.T) {
 		{`{"device_id":"d","fleet":"f","broker":"b"}`, "missing root"},
 		{`{"fleet":"f","broker":"b","root":"r"}`, "missing device_id"},
 		{`{"device_id":"d","fleet":"f","broker":"b","root":"r","extra":1}`, "unknown field"},
-		{`{"device_id":"d","fleet":"f","broker":"b","root":"r","cert_file":"c"}`, "go together"},
+		{`{"device_id":"d","fleet":"f","broker":"tcp://h:1","root":"r","cert_file":"c"}`, "go together"},
+		{`{"device_id":"d","fleet":"f","broker":"http://h:1","root":"r"}`, "want tcp://"},
+		{`{"device_id":"d+3","fleet":"f","broker":"tcp://h:1","root":"r"}`, "MQTT topics reserve"},
+		{`{"device_id":"d","fleet":"plant#a","broker":"tcp://h:1","root":"r"}`, "MQTT topics reserve"},
 	} {
 		if _, err := LoadConfig(write(tt.json)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want %q", tt.json, err, tt.want)
 		}
+	}
+}
+
+// TestAgentRetriesWhileStoreBusy: a delta that arrives while another process holds the store
+// is kept, unacknowledged, and applied in order once the store is free, never skipped.
+func TestAgentRetriesWhileStoreBusy(t *testing.T) {
+	f := newFixture(t)
+	stop := f.start()
+	defer stop()
+	held, err := store.Open(trustDir(f.dataDir), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw1, _ := f.delta()
+	raw2, d2 := f.delta()
+	f.publish(raw1, raw2)
+	f.waitLog("trust store unavailable; will retry", 1)
+	held.Close()
+	s := f.waitStatus(func(s sync.Status) bool { return s.Version == 2 })
+	if s.StateDigest != d2.State || s.LastRejection != "" {
+		t.Fatalf("after the store was freed: %+v", s)
+	}
+}
+
+func TestSecondAgentOnDataDirRefused(t *testing.T) {
+	f := newFixture(t)
+	stop := f.start()
+	defer stop()
+	a, err := New(f.cfg, f.dataDir, slog.New(slog.NewTextHandler(f.log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "another agent is running") {
+		t.Fatalf("second agent: %v", err)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bpfleet/bpfleet/sync"
@@ -52,6 +54,15 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("load config %s: missing %s", path, strings.Join(missing, ", "))
+	}
+	if err := sync.ValidName(c.Fleet); err != nil {
+		return nil, fmt.Errorf("load config %s: fleet: %w", path, err)
+	}
+	if err := sync.ValidName(c.DeviceID); err != nil {
+		return nil, fmt.Errorf("load config %s: device_id: %w", path, err)
+	}
+	if u, err := url.Parse(c.Broker); err != nil || !slices.Contains([]string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}, u.Scheme) {
+		return nil, fmt.Errorf("load config %s: broker %q: want tcp://host:port or ssl://host:port", path, c.Broker)
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return nil, fmt.Errorf("load config %s: cert_file and key_file go together", path)

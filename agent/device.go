@@ -26,14 +26,18 @@ func TrustStatus(dataDir string) (TrustState, error) {
 		Keys: len(snap.Keys()), Signatures: snap.SignatureCount()}, nil
 }
 
-// snapshot copies the trust state out of the store and lets go of it at once, so that the
-// agent can keep applying deltas while the caller verifies and runs.
+// snapshot checks the trust store against its digest, copies the trust state out and lets go
+// of the store at once, so that the agent can keep applying deltas while the caller verifies
+// and runs. A store changed behind bpfleet's back is refused, not trusted.
 func snapshot(dataDir string) (*store.Snapshot, error) {
 	s, err := store.Open(trustDir(dataDir), store.Options{})
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	if err := s.Verify(); err != nil {
+		return nil, err
+	}
 	return s.Snapshot()
 }
 

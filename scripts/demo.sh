@@ -23,6 +23,7 @@ mkdir -p "$work/mosquitto"
 cat >"$work/mosquitto/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
+message_size_limit 1048576
 persistence true
 persistence_location $work/mosquitto/
 user root

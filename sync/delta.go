@@ -107,6 +107,18 @@ func Apply(s *store.Store, d *Delta, now time.Time) (string, error) {
 	return digest, err
 }
 
+// Rejected reports whether err is the protocol refusing a message, which redelivery cannot
+// change, rather than a failure of the store, after which the message must be tried again.
+func Rejected(err error) bool {
+	for _, e := range []error{ErrTooLarge, ErrMalformed, ErrThreshold, ErrBadSignature, ErrUnknownType,
+		ErrWrongFleet, ErrRootVersion, ErrExpired, ErrStale, ErrGap, ErrBase, ErrDiverged, store.ErrInvalid} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Inspect decodes a sealed message without checking its signatures, for operator tools that
 // need to read what they hold. Devices must use TrustedRoot.Open.
 func Inspect(raw []byte) (Update, error) {

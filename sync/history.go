@@ -307,6 +307,10 @@ func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *De
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(raw) > MaxMessageSize {
+		return nil, nil, fmt.Errorf("issue delta %d: %w: %d bytes, devices take at most %d; split the records over several deltas",
+			d.Version, ErrTooLarge, len(raw), MaxMessageSize)
+	}
 	if _, err := cur.Open(raw); err != nil {
 		return nil, nil, fmt.Errorf("issue delta %d: devices would reject it: %w", d.Version, err)
 	}

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -28,14 +31,15 @@ func ReplyTopic(fleet, device string) string { return "bpfleet/" + fleet + "/rep
 
 // Status is what a device reports about its trust, as JSON on its StatusTopic.
 type Status struct {
-	Device        string    `json:"device"`
-	Online        bool      `json:"online"`
-	Root          uint64    `json:"root_version,omitempty"`
-	Version       uint64    `json:"version"`
-	StateDigest   string    `json:"state_digest,omitempty"`
-	Expires       time.Time `json:"expires,omitzero"`
-	LastSync      time.Time `json:"last_sync,omitzero"`
-	LastRejection string    `json:"last_rejection,omitempty"`
+	Device          string    `json:"device"`
+	Online          bool      `json:"online"`
+	Root            uint64    `json:"root_version,omitempty"`
+	Version         uint64    `json:"version"`
+	StateDigest     string    `json:"state_digest,omitempty"`
+	Expires         time.Time `json:"expires,omitzero"`
+	LastSync        time.Time `json:"last_sync,omitzero"`
+	LastRejection   string    `json:"last_rejection,omitempty"`
+	LastRejectionAt time.Time `json:"last_rejection_at,omitzero"`
 }
 
 // Broker says how to reach the MQTT broker.
@@ -76,6 +80,7 @@ type Message struct {
 // device keeps working.
 type Device struct {
 	client    mqtt.Client
+	log       *slog.Logger
 	fleet     string
 	id        string
 	inbox     chan Message
@@ -95,11 +100,14 @@ func (d *Device) receive(_ mqtt.Client, m mqtt.Message) {
 // Connect starts a device session. It returns at once; the session connects, and reconnects,
 // in the background. Messages arrive on Inbox() in the order the broker delivers them, and
 // every (re)connection is signalled on Connected().
-func Connect(b Broker, fleet, device string) (*Device, error) {
-	if fleet == "" || device == "" {
-		return nil, errors.New("connect: fleet and device id are required")
+func Connect(b Broker, fleet, device string, log *slog.Logger) (*Device, error) {
+	if err := ValidName(fleet); err != nil {
+		return nil, fmt.Errorf("connect: fleet: %w", err)
 	}
-	d := &Device{fleet: fleet, id: device, inbox: make(chan Message, 256), connected: make(chan struct{}, 1),
+	if err := ValidName(device); err != nil {
+		return nil, fmt.Errorf("connect: device id: %w", err)
+	}
+	d := &Device{log: log, fleet: fleet, id: device, inbox: make(chan Message, 256), connected: make(chan struct{}, 1),
 		status: Status{Device: device, Online: true}}
 	offline, _ := json.Marshal(Status{Device: device, Online: false})
 	o := b.options("bpfleet-"+fleet+"-"+device).
@@ -110,7 +118,14 @@ func Connect(b Broker, fleet, device string) (*Device, error) {
 		SetAutoAckDisabled(true).
 		SetBinaryWill(StatusTopic(fleet, device), offline, 1, true).
 		SetDefaultPublishHandler(d.receive).
-		SetOnConnectHandler(d.onConnect)
+		SetOnConnectHandler(d.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			log.Warn("broker connection lost; reconnecting", "broker", b.URL, "err", err)
+		}).
+		SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
+			log.Debug("connecting", "broker", broker.String())
+			return cfg
+		})
 	d.client = mqtt.NewClient(o)
 	d.client.Connect() // with ConnectRetry the token completes only once connected
 	return d, nil
@@ -120,7 +135,11 @@ func (d *Device) onConnect(c mqtt.Client) {
 	// Subscribing again on every connect is harmless with a persistent session and needed
 	// when the broker lost it. Handlers only hand off to the worker: paho's router must not
 	// block for long.
-	c.SubscribeMultiple(map[string]byte{UpdatesTopic(d.fleet): 1, ReplyTopic(d.fleet, d.id): 1}, nil).Wait()
+	d.log.Info("connected to broker")
+	t := c.SubscribeMultiple(map[string]byte{UpdatesTopic(d.fleet): 1, ReplyTopic(d.fleet, d.id): 1}, nil)
+	if t.Wait(); t.Error() != nil {
+		d.log.Error("subscribe failed: no updates will arrive until the next connection", "err", t.Error())
+	}
 	d.publishStatus()
 	select {
 	case d.connected <- struct{}{}:
@@ -176,6 +195,21 @@ func (d *Device) Close() {
 		d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, offline).WaitTimeout(2 * time.Second)
 	}
 	d.client.Disconnect(500)
+}
+
+// ValidName checks a fleet name or device id: it becomes part of MQTT topics and the client id,
+// where '/', '+', '#' and '$' would change their meaning.
+func ValidName(name string) error {
+	if name == "" {
+		return errors.New("empty")
+	}
+	if len(name) > 128 {
+		return fmt.Errorf("%q is longer than 128 bytes", name)
+	}
+	if i := strings.IndexAny(name, "/+#$\x00"); i >= 0 {
+		return fmt.Errorf("%q contains %q, which MQTT topics reserve", name, name[i])
+	}
+	return nil
 }
 
 // Publish connects as clientID, publishes each message with QoS 1 on topic, waits for every

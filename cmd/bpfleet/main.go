@@ -40,8 +40,22 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func addOutputFlag(c *cobra.Command, out *string) {
-	c.Flags().StringVarP(out, "output", "o", "columns", "output format: columns or json")
+// outputFormat is the -o flag: it refuses formats it does not know when parsed.
+type outputFormat string
+
+func (o *outputFormat) String() string { return string(*o) }
+func (o *outputFormat) Type() string   { return "format" }
+func (o *outputFormat) Set(s string) error {
+	if s != "columns" && s != "json" {
+		return fmt.Errorf("unknown output format %q (columns or json)", s)
+	}
+	*o = outputFormat(s)
+	return nil
+}
+
+func addOutputFlag(c *cobra.Command, out *outputFormat) {
+	*out = "columns"
+	c.Flags().VarP(out, "output", "o", "output format: columns or json")
 }
 
 func printJSON(v any) error {
@@ -91,7 +105,7 @@ func imageCmd(dataDir *string) *cobra.Command {
 			return nil
 		},
 	}
-	var out string
+	var out outputFormat
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List imported images",
@@ -118,7 +132,7 @@ func imageCmd(dataDir *string) *cobra.Command {
 }
 
 func verifyCmd(dataDir *string) *cobra.Command {
-	var out string
+	var out outputFormat
 	var keys []string
 	c := &cobra.Command{
 		Use:   "verify REF",
@@ -135,8 +149,12 @@ func verifyCmd(dataDir *string) *cobra.Command {
 			if out == "json" {
 				return printJSON(d)
 			}
-			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s\n  trust:     version %d %s\n",
-				d.Ref, d.Digest, d.KeyID, d.Source, d.TrustVersion, d.TrustState)
+			basis := fmt.Sprintf("version %d %s", d.TrustVersion, d.TrustState)
+			if len(keys) > 0 {
+				basis = "ad-hoc: the keys given with --key, not the trust store"
+			}
+			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s\n  trust:     %s\n",
+				d.Ref, d.Digest, d.KeyID, d.Source, basis)
 			return nil
 		},
 	}
@@ -146,7 +164,7 @@ func verifyCmd(dataDir *string) *cobra.Command {
 }
 
 func runCmd(dataDir *string) *cobra.Command {
-	var out string
+	var out outputFormat
 	var timeout time.Duration
 	var maxEvents int
 	c := &cobra.Command{
@@ -157,13 +175,12 @@ func runCmd(dataDir *string) *cobra.Command {
 			"not verify is refused before anything reaches the kernel.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
+			if timeout < 0 || maxEvents < 0 {
+				return fmt.Errorf("--timeout and --max-events must not be negative")
+			}
 			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents}
-			switch out {
-			case "columns":
-			case "json":
+			if out == "json" {
 				opts.Format = runner.FormatJSON
-			default:
-				return fmt.Errorf("unknown output format %q (columns or json)", out)
 			}
 			g, err := agent.Verify(*dataDir, args[0], nil)
 			if err != nil {
@@ -189,7 +206,7 @@ func runCmd(dataDir *string) *cobra.Command {
 
 func trustCmd(dataDir *string) *cobra.Command {
 	c := &cobra.Command{Use: "trust", Short: "Inspect the device's trust store"}
-	var out string
+	var out outputFormat
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show the trust version and state digest",

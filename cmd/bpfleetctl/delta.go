@@ -250,6 +250,14 @@ func publishCmd() *cobra.Command {
 				msgs = append(msgs, msg)
 			}
 			b := sync.Broker{URL: broker}
+			// The device's retained status before publishing, to tell a new rejection from
+			// an old one.
+			var before sync.Status
+			if device != "" {
+				peek, cancel := context.WithTimeout(ctx, time.Second)
+				before, _ = sync.WaitStatus(peek, b, clientID()+"-peek", fleet, device, func(sync.Status) bool { return true })
+				cancel()
+			}
 			if err := sync.Publish(ctx, b, clientID(), sync.UpdatesTopic(fleet), false, msgs...); err != nil {
 				return err
 			}
@@ -258,12 +266,15 @@ func publishCmd() *cobra.Command {
 				return nil
 			}
 			s, err := sync.WaitStatus(ctx, b, clientID()+"-wait", fleet, device, func(s sync.Status) bool {
-				return s.Version >= last
+				return s.Version >= last || s.LastRejectionAt.After(before.LastRejectionAt)
 			})
 			if err != nil {
-				return err
+				return fmt.Errorf("waiting for device %s to reach version %d: %w", device, last, err)
 			}
-			fmt.Printf("device %s applied version %d, state %s\n", device, s.Version, s.StateDigest)
+			if s.Version < last {
+				return fmt.Errorf("device %s rejected an update: %s", device, s.LastRejection)
+			}
+			fmt.Printf("device %s is at version %d, state %s\n", device, s.Version, s.StateDigest)
 			return nil
 		},
 	}

@@ -42,7 +42,7 @@ func Start(t testing.TB, extra ...string) *Broker {
 	}
 	b.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nuser root\nlog_dest file %s\n",
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmessage_size_limit 1048576\npersistence true\npersistence_location %s/\nuser root\nlog_dest file %s\n",
 		b.Port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
 	for _, line := range extra {
 		conf += line + "\n"

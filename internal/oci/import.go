@@ -151,18 +151,15 @@ func (im *importer) srcHas(d Descriptor) bool {
 	return err == nil
 }
 
+// dstHas reports whether the target already holds d intact. A damaged copy is not reused, so
+// importing a good image again repairs it.
 func (im *importer) dstHas(d Descriptor) bool {
-	h, err := DigestHex(d.Digest)
-	if err != nil {
-		return false
-	}
-	fi, err := os.Stat(im.dst.blobPath(h))
-	return err == nil && fi.Size() == d.Size
+	_, err := im.dst.ReadBlob(d)
+	return err == nil
 }
 
 // copy stages d and, for indexes and manifests, everything they reference. Leaf blobs already
-// in the target with the right size are reused (ReadBlob still checks them on every read);
-// indexes and manifests are always copied from the source, because their content decides what
+// intact in the target are reused; indexes and manifests are always copied from the source, because their content decides what
 // else is imported.
 func (im *importer) copy(d Descriptor) error {
 	if err := checkDescriptor(d); err != nil {

@@ -148,6 +148,42 @@ func TestImport(t *testing.T) {
 	}
 }
 
+// TestImportRepairsDamagedBlob: importing a good image again replaces a damaged copy of one of
+// its blobs instead of keeping it because the name matches.
+func TestImportRepairsDamagedBlob(t *testing.T) {
+	src := newGadgetLayout(t, "ghcr.io/acme/a:v1")
+	dst, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Import(src.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := dst.Lookup("ghcr.io/acme/a:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, err := dst.ReadIndex(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dst.ReadManifest(index.Manifests[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := m.Layers[0]
+	flipByte(t, dst, layer.Digest, 1)
+	if _, err := dst.ReadBlob(layer); !errors.Is(err, ErrBlobMismatch) {
+		t.Fatalf("damaged layer: %v", err)
+	}
+	if _, err := dst.Import(src.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.ReadBlob(layer); err != nil {
+		t.Fatalf("after re-import: %v", err)
+	}
+}
+
 func TestImportRejectsDamagedSource(t *testing.T) {
 	tests := []struct {
 		name    string

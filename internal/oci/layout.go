@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"unicode"
 )
 
@@ -118,7 +119,8 @@ func (l *Layout) ReadBlob(desc Descriptor) ([]byte, error) {
 		return nil, err
 	}
 	hex, _ := DigestHex(desc.Digest) // checked above
-	f, err := os.Open(l.blobPath(hex))
+	// O_NONBLOCK: opening a FIFO planted in the store must not block.
+	f, err := os.OpenFile(l.blobPath(hex), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("blob %s (%s): %w", desc.Digest, desc.MediaType, ErrNotFound)
 	}
@@ -126,6 +128,10 @@ func (l *Layout) ReadBlob(desc Descriptor) ([]byte, error) {
 		return nil, fmt.Errorf("blob %s: %w", desc.Digest, err)
 	}
 	defer f.Close()
+	// Only regular files: a FIFO or device would block or stream forever.
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("blob %s (%s): %w: not a regular file", desc.Digest, desc.MediaType, ErrBlobMismatch)
+	}
 	// One byte more than expected, so a grown file is detected without reading it all.
 	data, err := io.ReadAll(io.LimitReader(f, desc.Size+1))
 	if err != nil {

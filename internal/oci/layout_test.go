@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -73,6 +74,14 @@ func TestReadBlob(t *testing.T) {
 		{name: "deleted", wantErr: ErrNotFound, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
 			h, _ := DigestHex(d.Digest)
 			os.Remove(l.blobPath(h))
+			return d
+		}},
+		{name: "replaced by a FIFO", wantErr: ErrBlobMismatch, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {
+			h, _ := DigestHex(d.Digest)
+			os.Remove(l.blobPath(h))
+			if err := syscall.Mkfifo(l.blobPath(h), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			return d
 		}},
 		{name: "over the cap", wantErr: ErrTooLarge, damage: func(t *testing.T, l *Layout, d Descriptor) Descriptor {

@@ -44,6 +44,9 @@ var (
 	ErrAhead = errors.New("version skips ahead of the store's")
 	ErrBase  = errors.New("base digest is not the store's digest")
 	ErrState = errors.New("resulting digest is not the one the change names")
+	// ErrInvalid marks records that can never be stored (an unparsable key, a malformed
+	// digest), as opposed to failures of the store itself.
+	ErrInvalid = errors.New("invalid record")
 )
 
 // Options tunes a store. The zero value is what devices use.
@@ -71,6 +74,10 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
 	}
+	if err := removeEmptyLogs(dir); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
+	}
 	db, err := badger.Open(lowMemory(dir))
 	if err != nil {
 		lock.Close()
@@ -79,15 +86,42 @@ func Open(dir string, o Options) (*Store, error) {
 	return &Store{db: db, lock: lock}, nil
 }
 
+// removeEmptyLogs deletes zero-length memtable WAL (.mem) and value log (.vlog) files. A crash
+// or power loss between Badger creating such a file and sizing it leaves it empty, and Badger
+// v4.9 then refuses to open the store (dgraph-io/badger#2207). An empty file holds no data, so
+// removing it loses nothing; we hold the store's lock, so no one is writing it.
+func removeEmptyLogs(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if ext := filepath.Ext(e.Name()); ext != ".mem" && ext != ".vlog" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // lowMemory are Badger options for small devices: Badger's defaults reserve a 64 MiB memtable
 // and map gigabytes of address space; these open at a few MB of RSS. The memtable size also
-// bounds one transaction (Badger allows 15% of it), hence of one atomic change: 4 MiB admits a
-// change of about 600 KiB. Writes are synced so that an acknowledged delta survives power loss.
+// bounds one transaction (Badger allows 15% of it), hence one atomic change: 8 MiB admits
+// about 1.2 MB, more than the largest message the protocol accepts (1 MiB). Writes are synced
+// so that an acknowledged delta survives power loss.
 func lowMemory(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithSyncWrites(true).
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(8 << 20).
 		WithNumMemtables(1).
 		WithNumLevelZeroTables(1).
 		WithNumLevelZeroTablesStall(2).
@@ -156,15 +190,15 @@ func (s *Store) Digest(c Change) (string, error) {
 func (s *Store) apply(c Change, commit bool) (string, error) {
 	for i, k := range c.Keys {
 		if _, err := k.PublicKey(); err != nil {
-			return "", fmt.Errorf("apply version %d: key %d: %w", c.Version, i, err)
+			return "", fmt.Errorf("apply version %d: %w: key %d: %w", c.Version, ErrInvalid, i, err)
 		}
 	}
 	for i, sig := range c.Signatures {
 		if !validDigest(sig.Digest) {
-			return "", fmt.Errorf("apply version %d: signature %d: malformed digest %q", c.Version, i, sig.Digest)
+			return "", fmt.Errorf("apply version %d: %w: signature %d: malformed digest %q", c.Version, ErrInvalid, i, sig.Digest)
 		}
 		if len(sig.Payload) == 0 || len(sig.Signature) == 0 {
-			return "", fmt.Errorf("apply version %d: signature %d for %s: empty payload or signature", c.Version, i, sig.Digest)
+			return "", fmt.Errorf("apply version %d: %w: signature %d for %s: empty payload or signature", c.Version, ErrInvalid, i, sig.Digest)
 		}
 	}
 	var digest string
