@@ -31,12 +31,18 @@ type Delta struct {
 	Keys []trust.Key `cbor:"6,keyasint,omitempty"`
 	// Signatures are cosign simple-signing signatures for image index digests.
 	Signatures []trust.Signature `cbor:"7,keyasint,omitempty"`
+	// Revocations withdraw keys, keyless identities and digests.
+	Revocations []trust.Revocation `cbor:"8,keyasint,omitempty"`
+	// Policy, when present, replaces the fleet's verification policy.
+	Policy *trust.Policy `cbor:"9,keyasint,omitempty"`
+	// TrustedRoot, when present, replaces the Sigstore trusted_root.json for keyless signatures.
+	TrustedRoot []byte `cbor:"10,keyasint,omitempty"`
 }
 
 // Change is the store change the delta describes.
 func (d *Delta) Change() store.Change {
 	return store.Change{Version: d.Version, Base: d.Base, State: d.State, Expires: d.Expires,
-		Keys: d.Keys, Signatures: d.Signatures}
+		Keys: d.Keys, Signatures: d.Signatures, Revocations: d.Revocations, Policy: d.Policy, TrustedRoot: d.TrustedRoot}
 }
 
 // SealDelta signs d with delta-role keys.

@@ -274,9 +274,12 @@ func derAndID(pub crypto.PublicKey) ([]byte, []byte, error) {
 
 // DeltaSpec describes the records of the next delta.
 type DeltaSpec struct {
-	Keys       []trust.Key
-	Signatures []trust.Signature
-	Expires    time.Duration
+	Keys        []trust.Key
+	Signatures  []trust.Signature
+	Revocations []trust.Revocation
+	Policy      *trust.Policy
+	TrustedRoot []byte
+	Expires     time.Duration
 }
 
 // IssueDelta builds the next delta on the fleet's current state, seals it with delta-role
@@ -299,7 +302,8 @@ func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *De
 		return nil, nil, err
 	}
 	d := &Delta{Fleet: cur.Fleet, Version: snap.Version() + 1, Base: snap.StateDigest(),
-		Expires: is.now().Add(spec.Expires).Unix(), Keys: spec.Keys, Signatures: spec.Signatures}
+		Expires: is.now().Add(spec.Expires).Unix(), Keys: spec.Keys, Signatures: spec.Signatures,
+		Revocations: spec.Revocations, Policy: spec.Policy, TrustedRoot: spec.TrustedRoot}
 	if d.State, err = s.Digest(d.Change()); err != nil {
 		return nil, nil, fmt.Errorf("issue delta %d: %w", d.Version, err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"encoding/json"
@@ -133,16 +134,19 @@ func rootCmd() *cobra.Command {
 }
 
 func deltaCmd() *cobra.Command {
-	var stateDir, out, broker string
-	var sign, trustKeys, layouts []string
+	var stateDir, out, broker, policyFile, trustedRoot string
+	var sign, trustKeys, layouts, revokeKeys, revokeIdentities, revokeDigests []string
 	var expires time.Duration
 	c := &cobra.Command{
 		Use:   "delta",
 		Short: "Issue the next trust delta: gadget keys and signatures, on top of the fleet's state",
 		Long: "Issue the next delta of the fleet's hash chain, signed (--sign) by delta-role keys.\n" +
 			"--trust-key adds a public key devices will trust for gadget signatures;\n" +
-			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images.\n" +
-			"A delta with neither only refreshes the fleet's expiry.",
+			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images;\n" +
+			"--revoke-key/--revoke-identity/--revoke-digest withdraw trust, effective offline at once;\n" +
+			"--policy replaces the verification policy (JSON, see docs/verification.md);\n" +
+			"--trusted-root replaces the Sigstore trusted_root.json for keyless signatures.\n" +
+			"A delta with none of these only refreshes the fleet's expiry.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			keys, err := loadSigners(sign)
@@ -164,6 +168,39 @@ func deltaCmd() *cobra.Command {
 				}
 				spec.Signatures = append(spec.Signatures, sigs...)
 			}
+			for _, k := range revokeKeys {
+				id, err := keyID(k)
+				if err != nil {
+					return err
+				}
+				spec.Revocations = append(spec.Revocations, trust.Revocation{Kind: trust.RevokeKey, Value: id})
+			}
+			for _, v := range revokeIdentities {
+				spec.Revocations = append(spec.Revocations, trust.Revocation{Kind: trust.RevokeIdentity, Value: v})
+			}
+			for _, v := range revokeDigests {
+				spec.Revocations = append(spec.Revocations, trust.Revocation{Kind: trust.RevokeDigest, Value: v})
+			}
+			if policyFile != "" {
+				b, err := os.ReadFile(policyFile)
+				if err != nil {
+					return err
+				}
+				dec := json.NewDecoder(bytes.NewReader(b))
+				dec.DisallowUnknownFields()
+				spec.Policy = &trust.Policy{}
+				if err := dec.Decode(spec.Policy); err != nil {
+					return fmt.Errorf("policy %s: %w", policyFile, err)
+				}
+				if err := spec.Policy.Validate(); err != nil {
+					return fmt.Errorf("policy %s: %w", policyFile, err)
+				}
+			}
+			if trustedRoot != "" {
+				if spec.TrustedRoot, err = os.ReadFile(trustedRoot); err != nil {
+					return err
+				}
+			}
 			h, err := sync.OpenHistory(stateDir)
 			if err != nil {
 				return err
@@ -177,8 +214,8 @@ func deltaCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("delta %d for fleet %s: %d key(s), %d signature(s), %d bytes, state %s\n",
-				d.Version, d.Fleet, len(d.Keys), len(d.Signatures), len(raw), d.State)
+			fmt.Printf("delta %d for fleet %s: %d key(s), %d signature(s), %d revocation(s), policy %t, trusted root %t, %d bytes, state %s\n",
+				d.Version, d.Fleet, len(d.Keys), len(d.Signatures), len(d.Revocations), d.Policy != nil, d.TrustedRoot != nil, len(raw), d.State)
 			return issued(raw, out, broker, d.Fleet)
 		},
 	}
@@ -187,11 +224,31 @@ func deltaCmd() *cobra.Command {
 	f.StringArrayVar(&sign, "sign", nil, "delta-role private key to sign with (repeatable)")
 	f.StringArrayVar(&trustKeys, "trust-key", nil, "public key to trust for gadget signatures (repeatable)")
 	f.StringArrayVar(&layouts, "signatures-from", nil, "OCI layout whose images' signatures to include (repeatable)")
+	f.StringArrayVar(&revokeKeys, "revoke-key", nil, "public key file or hex key id to revoke (repeatable)")
+	f.StringArrayVar(&revokeIdentities, "revoke-identity", nil, "keyless signer identity (certificate SAN) to revoke (repeatable)")
+	f.StringArrayVar(&revokeDigests, "revoke-digest", nil, "image index digest to revoke, sha256:<hex> (repeatable)")
+	f.StringVar(&policyFile, "policy", "", "verification policy JSON to deliver")
+	f.StringVar(&trustedRoot, "trusted-root", "", "Sigstore trusted_root.json to deliver")
 	f.DurationVar(&expires, "expires", 30*24*time.Hour, "how long devices may consider this state fresh")
 	f.StringVarP(&out, "output", "o", "", "also write the sealed delta to this file")
 	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
 	c.MarkFlagRequired("state-dir")
 	return c
+}
+
+// keyID accepts a public key file or a hex key id.
+func keyID(s string) (string, error) {
+	if _, err := os.Stat(s); err == nil {
+		der, err := cosign.LoadPublicKeyDER(s)
+		if err != nil {
+			return "", err
+		}
+		return trust.KeyID(der), nil
+	}
+	if r := (trust.Revocation{Kind: trust.RevokeKey, Value: s}); r.Validate() != nil {
+		return "", fmt.Errorf("--revoke-key %q: neither a key file nor a 64-hex-digit key id", s)
+	}
+	return s, nil
 }
 
 // layoutSignatures collects the cosign signatures of every image tagged in a layout.

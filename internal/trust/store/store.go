@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,9 @@ const (
 	trustPrefix = "t/"
 	keyPrefix   = trustPrefix + "key/"
 	sigPrefix   = trustPrefix + "sig/"
+	revPrefix   = trustPrefix + "rev/"
+	policyKey   = trustPrefix + "policy"
+	sigstoreKey = trustPrefix + "sigstore-trusted-root"
 	metaPrefix  = "m/"
 	versionKey  = metaPrefix + "version"
 	digestKey   = metaPrefix + "digest"
@@ -172,8 +176,14 @@ type Change struct {
 	Base       string // the store's digest before; required
 	State      string // the digest after; empty to compute it (the operator's side does)
 	Expires    int64  // Unix seconds after which this state is stale
-	Keys       []trust.Key
-	Signatures []trust.Signature
+	Keys        []trust.Key
+	Signatures  []trust.Signature
+	Revocations []trust.Revocation
+	// Policy, when set, replaces the verification policy.
+	Policy *trust.Policy
+	// TrustedRoot, when set, replaces the Sigstore trusted_root.json used for keyless
+	// verification.
+	TrustedRoot []byte
 }
 
 // Apply validates c against the store and writes it in one transaction. It returns the new state
@@ -194,12 +204,30 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 		}
 	}
 	for i, sig := range c.Signatures {
-		if !validDigest(sig.Digest) {
+		if !trust.ValidDigest(sig.Digest) {
 			return "", fmt.Errorf("apply version %d: %w: signature %d: malformed digest %q", c.Version, ErrInvalid, i, sig.Digest)
 		}
 		if len(sig.Payload) == 0 || len(sig.Signature) == 0 {
 			return "", fmt.Errorf("apply version %d: %w: signature %d for %s: empty payload or signature", c.Version, ErrInvalid, i, sig.Digest)
 		}
+	}
+	for i, r := range c.Revocations {
+		if err := r.Validate(); err != nil {
+			return "", fmt.Errorf("apply version %d: %w: revocation %d: %w", c.Version, ErrInvalid, i, err)
+		}
+	}
+	var policy []byte
+	if c.Policy != nil {
+		if err := c.Policy.Validate(); err != nil {
+			return "", fmt.Errorf("apply version %d: %w: policy: %w", c.Version, ErrInvalid, err)
+		}
+		var err error
+		if policy, err = recordEnc.Marshal(c.Policy); err != nil {
+			return "", err
+		}
+	}
+	if c.TrustedRoot != nil && !json.Valid(c.TrustedRoot) {
+		return "", fmt.Errorf("apply version %d: %w: trusted root is not JSON", c.Version, ErrInvalid)
 	}
 	var digest string
 	txn := s.db.NewTransaction(true)
@@ -236,6 +264,21 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 				return err
 			}
 		}
+		for _, r := range c.Revocations {
+			if err := txn.Set([]byte(revPrefix+r.Kind+"/"+r.Value), nil); err != nil {
+				return err
+			}
+		}
+		if policy != nil {
+			if err := txn.Set([]byte(policyKey), policy); err != nil {
+				return err
+			}
+		}
+		if c.TrustedRoot != nil {
+			if err := txn.Set([]byte(sigstoreKey), c.TrustedRoot); err != nil {
+				return err
+			}
+		}
 		if err := txn.Set([]byte(versionKey), binary.BigEndian.AppendUint64(nil, c.Version)); err != nil {
 			return err
 		}
@@ -264,14 +307,6 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 	return digest, nil
 }
 
-func validDigest(d string) bool {
-	hexPart, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(hexPart) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(hexPart)
-	return err == nil && strings.ToLower(hexPart) == hexPart
-}
 
 func version(txn *badger.Txn) (uint64, error) { return readUint(txn, versionKey) }
 
@@ -373,13 +408,16 @@ type Snapshot struct {
 	version    uint64
 	digest     string
 	expires    int64
-	keys       []trust.Key
-	signatures map[string][]trust.Signature
+	keys        []trust.Key
+	signatures  map[string][]trust.Signature
+	revoked     map[trust.Revocation]bool
+	policy      *trust.Policy
+	trustedRoot []byte
 }
 
 // Snapshot reads the whole trust state in one read transaction.
 func (s *Store) Snapshot() (*Snapshot, error) {
-	snap := &Snapshot{signatures: map[string][]trust.Signature{}}
+	snap := &Snapshot{signatures: map[string][]trust.Signature{}, revoked: map[trust.Revocation]bool{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		if snap.version, err = version(txn); err != nil {
@@ -411,6 +449,16 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 					return fmt.Errorf("corrupt signature record %q: %w", k, err)
 				}
 				snap.signatures[sig.Digest] = append(snap.signatures[sig.Digest], sig)
+			case strings.HasPrefix(k, revPrefix):
+				kind, value, _ := strings.Cut(strings.TrimPrefix(k, revPrefix), "/")
+				snap.revoked[trust.Revocation{Kind: kind, Value: value}] = true
+			case k == policyKey:
+				snap.policy = &trust.Policy{}
+				if err := cbor.Unmarshal(v, snap.policy); err != nil {
+					return fmt.Errorf("corrupt policy record: %w", err)
+				}
+			case k == sigstoreKey:
+				snap.trustedRoot = v
 			default:
 				return fmt.Errorf("unknown trust record %q", k)
 			}
@@ -475,8 +523,25 @@ func (s *Snapshot) Version() uint64 { return s.version }
 // StateDigest implements Reader.
 func (s *Snapshot) StateDigest() string { return s.digest }
 
-// Keys implements Reader.
-func (s *Snapshot) Keys() []trust.Key { return s.keys }
+// Keys implements Reader: every key delivered and not revoked.
+func (s *Snapshot) Keys() []trust.Key {
+	var out []trust.Key
+	for _, k := range s.keys {
+		if !s.revoked[trust.Revocation{Kind: trust.RevokeKey, Value: k.ID()}] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Revoked implements Reader.
+func (s *Snapshot) Revoked(r trust.Revocation) bool { return s.revoked[r] }
+
+// Policy implements Reader; nil when the fleet delivered none.
+func (s *Snapshot) Policy() *trust.Policy { return s.policy }
+
+// TrustedRoot implements Reader; nil when the fleet delivered none.
+func (s *Snapshot) TrustedRoot() []byte { return s.trustedRoot }
 
 // Expires is when the fleet said this state goes stale (Unix seconds; 0 for a new store).
 func (s *Snapshot) Expires() int64 { return s.expires }

@@ -235,3 +235,57 @@ func TestRoot(t *testing.T) {
 		t.Fatalf("root = %q", raw)
 	}
 }
+
+func TestRevocationsPolicyAndTrustedRoot(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k1, k2 := testKey(t), testKey(t)
+	d1, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{k1, k2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := &trust.Policy{Scopes: []trust.Scope{{Match: "*", Level: trust.Permissive}}, Deny: []string{digestA}}
+	d2, err := s.Apply(Change{Version: 2, Base: d1, Policy: policy, TrustedRoot: []byte(`{"mediaType":"x"}`),
+		Revocations: []trust.Revocation{{Kind: trust.RevokeKey, Value: k1.ID()}, {Kind: trust.RevokeDigest, Value: digestA}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := snap.Keys(); len(keys) != 1 || keys[0].ID() != k2.ID() {
+		t.Fatalf("keys after revoking k1: %v", keys)
+	}
+	if !snap.Revoked(trust.Revocation{Kind: trust.RevokeDigest, Value: digestA}) || snap.Revoked(trust.Revocation{Kind: trust.RevokeKey, Value: k2.ID()}) {
+		t.Fatal("revocations not as applied")
+	}
+	if p := snap.Policy(); p == nil || p.ScopeFor("x", "x", digestA).Level != trust.Permissive || p.Deny[0] != digestA {
+		t.Fatalf("policy = %+v", p)
+	}
+	if string(snap.TrustedRoot()) != `{"mediaType":"x"}` {
+		t.Fatalf("trusted root = %q", snap.TrustedRoot())
+	}
+	before, err := s.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []Change{
+		{Version: 3, Base: d2, Policy: &trust.Policy{Scopes: []trust.Scope{{Match: "*", Level: trust.Skip}}}},
+		{Version: 3, Base: d2, Policy: &trust.Policy{Scopes: []trust.Scope{{Match: "ghcr.io/acme/*", Level: trust.Skip}}}},
+		{Version: 3, Base: d2, Policy: &trust.Policy{Scopes: []trust.Scope{{Match: "x", Level: "lenient"}}}},
+		{Version: 3, Base: d2, TrustedRoot: []byte("not json")},
+		{Version: 3, Base: d2, Revocations: []trust.Revocation{{Kind: trust.RevokeKey, Value: "abc"}}},
+		{Version: 3, Base: d2, Revocations: []trust.Revocation{{Kind: "everything", Value: "x"}}},
+	} {
+		if _, err := s.Apply(c); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Apply(%+v) = %v, want ErrInvalid", c, err)
+		}
+	}
+	if after, _ := s.Dump(); !maps.EqualFunc(before, after, bytes.Equal) {
+		t.Fatal("store changed by invalid changes")
+	}
+}
