@@ -172,10 +172,10 @@ func (s *Store) Close() error {
 // Change is a set of additions to the trust state: one link of a hash chain that takes the
 // store from version Version-1 with digest Base to Version with digest State.
 type Change struct {
-	Version    uint64
-	Base       string // the store's digest before; required
-	State      string // the digest after; empty to compute it (the operator's side does)
-	Expires    int64  // Unix seconds after which this state is stale
+	Version     uint64
+	Base        string // the store's digest before; required
+	State       string // the digest after; empty to compute it (the operator's side does)
+	Expires     int64  // Unix seconds after which this state is stale
 	Keys        []trust.Key
 	Signatures  []trust.Signature
 	Revocations []trust.Revocation
@@ -307,7 +307,6 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 	return digest, nil
 }
 
-
 func version(txn *badger.Txn) (uint64, error) { return readUint(txn, versionKey) }
 
 // currentDigest is the stored digest, or for a new store the digest of the empty state.
@@ -405,9 +404,9 @@ func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
 
 // Snapshot is a consistent in-memory copy of the trust state. It implements Reader.
 type Snapshot struct {
-	version    uint64
-	digest     string
-	expires    int64
+	version     uint64
+	digest      string
+	expires     int64
 	keys        []trust.Key
 	signatures  map[string][]trust.Signature
 	revoked     map[trust.Revocation]bool
