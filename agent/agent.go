@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,6 +85,12 @@ func (a *Agent) readState(s *store.Store) error {
 		return err
 	}
 	a.status.Root, a.status.Version, a.status.StateDigest = a.root.Version, snap.Version(), snap.StateDigest()
+	a.status.Overrides = nil
+	for _, o := range snap.Overrides() {
+		if o.Check(a.cfg.DeviceID, sync.ClockKnown(a.now())) == nil {
+			a.status.Overrides = append(a.status.Overrides, o.Digest)
+		}
+	}
 	if snap.Expires() > 0 {
 		a.status.Expires = time.Unix(snap.Expires(), 0).UTC()
 	}
@@ -257,6 +264,27 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 		a.root = u.Root
 		a.status.Root = u.Root.Version
 		a.log.Info("root rotated", "root", u.Root.Version, "expires", time.Unix(u.Root.Expires, 0).UTC())
+		return nil
+	}
+	if o := u.Override; o != nil {
+		if err := o.Check(a.cfg.DeviceID, sync.ClockKnown(a.now())); err != nil {
+			if o.Device != a.cfg.DeviceID {
+				return nil // another device's: not ours to judge or to report
+			}
+			a.reject(fmt.Errorf("break-glass override for %s refused: %w", o.Digest, err), len(raw))
+			return nil
+		}
+		if err := s.SetOverride(*o); err != nil {
+			return err
+		}
+		if err := s.Audit(store.AuditEntry{Time: a.now().UTC(), Event: "override-received", Digest: o.Digest,
+			Detail: fmt.Sprintf("until %s: %s", time.Unix(o.Expires, 0).UTC().Format(time.RFC3339), o.Reason)}); err != nil {
+			return err
+		}
+		if !slices.Contains(a.status.Overrides, o.Digest) {
+			a.status.Overrides = append(a.status.Overrides, o.Digest)
+		}
+		a.log.Warn("break-glass override received", "digest", o.Digest, "expires", time.Unix(o.Expires, 0).UTC(), "reason", o.Reason)
 		return nil
 	}
 	d := u.Delta

@@ -54,10 +54,11 @@ func SealDelta(d *Delta, keys ...crypto.Signer) ([]byte, error) {
 	return msg, nil
 }
 
-// Update is one verified message: either the next root or a delta.
+// Update is one verified message: the next root, a delta or a break-glass override.
 type Update struct {
-	Root  *TrustedRoot
-	Delta *Delta
+	Root     *TrustedRoot
+	Delta    *Delta
+	Override *Override
 }
 
 // Open checks a received message against the device's current root and returns what it
@@ -84,6 +85,9 @@ func (t *TrustedRoot) Open(raw []byte) (Update, error) {
 			return Update{}, fmt.Errorf("%w: delta %d is for fleet %q, this device is in %q", ErrWrongFleet, d.Version, d.Fleet, t.Fleet)
 		}
 		return Update{Delta: &d}, nil
+	case ContentTypeOverride:
+		o, err := t.openOverride(env)
+		return Update{Override: o}, err
 	default:
 		return Update{}, fmt.Errorf("%w: %q", ErrUnknownType, env.contentType)
 	}
@@ -145,6 +149,12 @@ func Inspect(raw []byte) (Update, error) {
 			return Update{}, err
 		}
 		return Update{Delta: &d}, nil
+	case ContentTypeOverride:
+		var o Override
+		if err := env.decode(&o); err != nil {
+			return Update{}, err
+		}
+		return Update{Override: &o}, nil
 	}
 	return Update{}, fmt.Errorf("%w: %q", ErrUnknownType, env.contentType)
 }

@@ -40,6 +40,8 @@ type Status struct {
 	LastSync        time.Time `json:"last_sync,omitzero"`
 	LastRejection   string    `json:"last_rejection,omitempty"`
 	LastRejectionAt time.Time `json:"last_rejection_at,omitzero"`
+	// Overrides are the digests a break-glass override lets run on this device now.
+	Overrides []string `json:"overrides,omitempty"`
 }
 
 // Broker says how to reach the MQTT broker.

@@ -274,6 +274,62 @@ func layoutSignatures(dir string) ([]trust.Signature, error) {
 	return out, nil
 }
 
+func overrideCmd() *cobra.Command {
+	var stateDir, device, digest, reason, out, broker string
+	var sign []string
+	var validFor time.Duration
+	c := &cobra.Command{
+		Use:   "override",
+		Short: "Break glass: let one device run one image digest unverified, for a limited time",
+		Long: "Issue a break-glass override, signed by root-role keys (--sign, a threshold of them): the\n" +
+			"device may run the image with this index digest even though it does not verify, until the\n" +
+			"override expires (at most 7 days). Every use is recorded in the device's audit log and the\n" +
+			"device reports its active overrides in its status.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			keys, err := loadSigners(sign)
+			if err != nil {
+				return err
+			}
+			h, err := sync.OpenHistory(stateDir)
+			if err != nil {
+				return err
+			}
+			root, err := h.CurrentRoot()
+			if err != nil || root == nil {
+				return fmt.Errorf("no fleet history in %s: %v", stateDir, err)
+			}
+			o := &sync.Override{Fleet: root.Fleet, Device: device, Digest: digest, Reason: reason,
+				Expires: time.Now().Add(validFor).Unix()}
+			if err := o.Check(device, time.Now()); err != nil {
+				return err
+			}
+			raw, err := sync.SealOverride(o, keys...)
+			if err != nil {
+				return err
+			}
+			if _, err := root.Open(raw); err != nil {
+				return fmt.Errorf("devices would reject this override: %w", err)
+			}
+			fmt.Printf("override for %s on %s until %s\n", digest, device, time.Unix(o.Expires, 0).UTC().Format(time.RFC3339))
+			return issued(raw, out, broker, root.Fleet)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
+	f.StringVar(&device, "device", "", "the one device the override is for")
+	f.StringVar(&digest, "digest", "", "image index digest allowed to run, sha256:<hex>")
+	f.StringVar(&reason, "reason", "", "why (recorded in the device's audit log)")
+	f.DurationVar(&validFor, "for", 4*time.Hour, "how long the override lasts (at most 168h)")
+	f.StringArrayVar(&sign, "sign", nil, "root-role private key to sign with (repeatable)")
+	f.StringVarP(&out, "output", "o", "", "also write the sealed override to this file")
+	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	for _, name := range []string{"state-dir", "device", "digest", "reason"} {
+		c.MarkFlagRequired(name)
+	}
+	return c
+}
+
 func publishCmd() *cobra.Command {
 	var broker, fleet, device string
 	var timeout time.Duration
@@ -295,11 +351,14 @@ func publishCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("%s: %w", path, err)
 				}
-				msgFleet := ""
-				if u.Root != nil {
+				var msgFleet string
+				switch {
+				case u.Root != nil:
 					msgFleet = u.Root.Fleet
-				} else {
+				case u.Delta != nil:
 					msgFleet, last = u.Delta.Fleet, max(last, u.Delta.Version)
+				case u.Override != nil:
+					msgFleet = u.Override.Fleet
 				}
 				if msgFleet != fleet {
 					return fmt.Errorf("%s: message is for fleet %q, not %q", path, msgFleet, fleet)

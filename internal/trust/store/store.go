@@ -29,6 +29,10 @@ const (
 	policyKey   = trustPrefix + "policy"
 	sigstoreKey = trustPrefix + "sigstore-trusted-root"
 	metaPrefix  = "m/"
+	// Device-local records, outside the state digest: break-glass overrides (for this
+	// device only) and the audit log of their use.
+	overridePrefix = "o/"
+	auditPrefix    = "a/"
 	versionKey  = metaPrefix + "version"
 	digestKey   = metaPrefix + "digest"
 	expiresKey  = metaPrefix + "expires"
@@ -377,6 +381,64 @@ func (s *Store) Root() ([]byte, error) {
 	return raw, err
 }
 
+// SetOverride stores a break-glass override for this device, replacing any earlier one for
+// the same digest. Overrides are not trust state: the fleet's digest does not cover them.
+func (s *Store) SetOverride(o trust.Override) error {
+	v, err := recordEnc.Marshal(o)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(overridePrefix+o.Digest), v)
+	})
+}
+
+// AuditEntry is one record of the device's audit log.
+type AuditEntry struct {
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"`
+	Digest string    `json:"digest,omitempty"`
+	Ref    string    `json:"ref,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Audit appends e to the audit log, synced to disk before it returns.
+func (s *Store) Audit(e AuditEntry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		// Big-endian nanoseconds keep the log in time order; the entry's own bytes break
+		// ties between entries in the same nanosecond.
+		key := binary.BigEndian.AppendUint64([]byte(auditPrefix), uint64(e.Time.UnixNano()))
+		sum := sha256.Sum256(v)
+		return txn.Set(append(key, sum[:8]...), v)
+	})
+}
+
+// AuditLog returns the audit log, oldest first.
+func (s *Store) AuditLog() ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(auditPrefix), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("corrupt audit entry: %w", err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // stateDigest hashes the version and every trust record in key order. Each key and value is
 // length-prefixed so that no two different states hash the same input.
 func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
@@ -412,11 +474,13 @@ type Snapshot struct {
 	revoked     map[trust.Revocation]bool
 	policy      *trust.Policy
 	trustedRoot []byte
+	overrides   map[string]trust.Override
 }
 
 // Snapshot reads the whole trust state in one read transaction.
 func (s *Store) Snapshot() (*Snapshot, error) {
-	snap := &Snapshot{signatures: map[string][]trust.Signature{}, revoked: map[trust.Revocation]bool{}}
+	snap := &Snapshot{signatures: map[string][]trust.Signature{}, revoked: map[trust.Revocation]bool{},
+		overrides: map[string]trust.Override{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		if snap.version, err = version(txn); err != nil {
@@ -430,6 +494,9 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 			return err
 		}
 		snap.expires = int64(expires)
+		if err := readOverrides(txn, snap.overrides); err != nil {
+			return err
+		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -468,6 +535,23 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 		return nil, fmt.Errorf("read trust snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+func readOverrides(txn *badger.Txn, into map[string]trust.Override) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(overridePrefix), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		var o trust.Override
+		if err := cbor.Unmarshal(v, &o); err != nil {
+			return fmt.Errorf("corrupt override record: %w", err)
+		}
+		into[o.Digest] = o
+	}
+	return nil
 }
 
 // Verify recomputes the state digest from the records and compares it with the stored one, to
@@ -538,6 +622,24 @@ func (s *Snapshot) Revoked(r trust.Revocation) bool { return s.revoked[r] }
 
 // Policy implements Reader; nil when the fleet delivered none.
 func (s *Snapshot) Policy() *trust.Policy { return s.policy }
+
+// Override implements Reader: the break-glass override stored for digest, if any (whether it
+// is still valid is the caller's check).
+func (s *Snapshot) Override(digest string) *trust.Override {
+	if o, ok := s.overrides[digest]; ok {
+		return &o
+	}
+	return nil
+}
+
+// Overrides returns every stored override.
+func (s *Snapshot) Overrides() []trust.Override {
+	out := make([]trust.Override, 0, len(s.overrides))
+	for _, o := range s.overrides {
+		out = append(out, o)
+	}
+	return out
+}
 
 // TrustedRoot implements Reader; nil when the fleet delivered none.
 func (s *Snapshot) TrustedRoot() []byte { return s.trustedRoot }
