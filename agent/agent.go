@@ -242,7 +242,7 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	// Ask for more only if this batch moved us: a server that keeps promising versions it
 	// never sends must not make the device spin.
 	if b.Latest > a.status.Version && a.status.Version > before {
-		a.behind = true
+		a.behind, a.lastAsk = true, time.Time{} // a reply came: ask for the rest now, not at the next tick
 	}
 	a.log.Info("catch-up batch handled", "messages", len(b.Messages), "version", a.status.Version, "server_latest", b.Latest)
 	return nil
