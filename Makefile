@@ -44,9 +44,10 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Integration tests use the binaries and gadgets built above, a real Mosquitto and the real
-# kernel; they need root.
+# kernel; they need root. Every fuzz target then runs for BPFLEET_FUZZTIME (default 10s).
 test: build vet
 	BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
+	scripts/fuzz.sh
 
 demo: build
 	BPFLEET_BUILD=$(BUILD) scripts/demo.sh

@@ -30,9 +30,12 @@ type Agent struct {
 	now     func() time.Time
 
 	// behind is set when the device knows it lacks messages (a gap, or a batch that said
-	// more exist); lastAsk rate-limits catch-up requests.
-	behind  bool
-	lastAsk time.Time
+	// more exist); lastAsk rate-limits catch-up requests. unanswered counts requests no
+	// batch has answered yet: the broker drops a request when no server is subscribed, so
+	// the device asks again, backing off, until one answers.
+	behind     bool
+	lastAsk    time.Time
+	unanswered int
 	// pending holds received messages not yet handled, in arrival order; they stay
 	// unacknowledged until handled, and are retried when the store was unavailable.
 	pending []sync.Message
@@ -148,7 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// broker queued for it: always ask.
 			a.askCatchUp(dev, true)
 		case <-catchUp.C:
-			if a.behind {
+			if a.behind || (a.unanswered > 0 && time.Since(a.lastAsk) >= retryAfter(a.unanswered)) {
 				a.askCatchUp(dev, false)
 			}
 		case <-retry.C:
@@ -215,11 +218,17 @@ func (a *Agent) drain(dev *sync.Device) {
 	}
 }
 
+// retryAfter backs off unanswered catch-up requests: 5 s, 10 s, 20 s, ... up to 5 minutes.
+func retryAfter(unanswered int) time.Duration {
+	return min(catchUpInterval<<min(unanswered-1, 6), 5*time.Minute)
+}
+
 func (a *Agent) askCatchUp(dev *sync.Device, always bool) {
 	if !always && time.Since(a.lastAsk) < time.Second {
 		return
 	}
 	a.lastAsk = time.Now()
+	a.unanswered++
 	if err := dev.RequestCatchUp(sync.Request{Root: a.root.Version, Version: a.status.Version}); err != nil {
 		a.log.Debug("catch-up request not sent", "err", err)
 	}
@@ -233,7 +242,7 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 		return nil
 	}
 	before := a.status.Version
-	a.behind = false
+	a.behind, a.unanswered = false, 0
 	for _, msg := range b.Messages {
 		if err := a.handle(s, msg); err != nil {
 			return err

@@ -329,3 +329,11 @@ func TestSecondAgentOnDataDirRefused(t *testing.T) {
 		t.Fatalf("second agent: %v", err)
 	}
 }
+
+func TestRetryAfter(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: 5 * time.Second, 2: 10 * time.Second, 3: 20 * time.Second, 7: 5 * time.Minute, 50: 5 * time.Minute} {
+		if got := retryAfter(n); got != want {
+			t.Errorf("retryAfter(%d) = %s, want %s", n, got, want)
+		}
+	}
+}

@@ -27,7 +27,8 @@ type History struct {
 	dir string
 
 	mu      gosync.Mutex
-	entries []entry // the log as indexed so far, in order
+	entries []entry      // the log as indexed so far, in order
+	issuing *store.Store // the fleet's trust store while an Issuer of this History holds it
 }
 
 type entry struct {
@@ -120,10 +121,13 @@ func (h *History) After(root, version uint64, maxBytes int) ([][]byte, uint64, e
 	return out, latest, nil
 }
 
-// Issuer appends to a history. Only one process may issue at a time.
+// Issuer appends to a history. Only one process may issue at a time. It keeps the fleet's
+// trust store open until Close: opening Badger for every delta would dominate the cost of
+// issuing many.
 type Issuer struct {
-	h    *History
-	lock *os.File
+	h     *History
+	lock  *os.File
+	state *store.Store
 	// now stamps expiry times; tests replace it.
 	now func() time.Time
 }
@@ -142,11 +146,28 @@ func (h *History) Issue() (*Issuer, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Issuer{h: h, lock: f, now: time.Now}, nil
+	s, err := store.Open(filepath.Join(h.dir, "trust"), store.Options{})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	h.mu.Lock()
+	h.issuing = s
+	h.mu.Unlock()
+	return &Issuer{h: h, lock: f, state: s, now: time.Now}, nil
 }
 
-// Close releases the issuing lock.
-func (is *Issuer) Close() error { return is.lock.Close() }
+// Close closes the fleet's trust store and releases the issuing lock.
+func (is *Issuer) Close() error {
+	is.h.mu.Lock()
+	is.h.issuing = nil
+	is.h.mu.Unlock()
+	err := is.state.Close()
+	if lerr := is.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
+}
 
 // append writes raw as the next log file, atomically.
 func (is *Issuer) append(raw []byte) error {
@@ -292,11 +313,7 @@ func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *De
 	if cur == nil {
 		return nil, nil, errors.New("issue delta: the history has no root yet (bpfleetctl root)")
 	}
-	s, err := store.Open(filepath.Join(is.h.dir, "trust"), store.Options{})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer s.Close()
+	s := is.state
 	snap, err := s.Snapshot()
 	if err != nil {
 		return nil, nil, err
@@ -331,11 +348,16 @@ func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *De
 
 // Latest returns the fleet's current trust version and state digest.
 func (h *History) Latest() (uint64, string, error) {
-	s, err := store.Open(filepath.Join(h.dir, "trust"), store.Options{})
-	if err != nil {
-		return 0, "", err
+	h.mu.Lock()
+	s := h.issuing
+	h.mu.Unlock()
+	if s == nil {
+		var err error
+		if s, err = store.Open(filepath.Join(h.dir, "trust"), store.Options{}); err != nil {
+			return 0, "", err
+		}
+		defer s.Close()
 	}
-	defer s.Close()
 	snap, err := s.Snapshot()
 	if err != nil {
 		return 0, "", err

@@ -24,7 +24,10 @@
 // begin with "verify <ref>:", and match the sentinels below with errors.Is. Nothing here
 // touches the network; a signature missing locally is a rejection (IG would try a registry).
 //
-// Not handled yet: sigstore bundle v0.3 and OCI 1.1 referrer signatures (images signed only
-// that way are reported as unsigned), certificates and keyless identities, and policies on
-// docker-reference. Key revocation is whatever the trust store no longer returns.
+// Signature formats: trust-store records and the layout's legacy `.sig` tag (cosign simple
+// signing), OCI 1.1 referrers (simple signing), and key-signed Sigstore bundle referrers whose
+// in-toto predicate is cosign's image signature; notation signatures are recognised and
+// refused. Keyless bundles, and transparency-log or timestamp checks inside bundles, are
+// verified by the verify/sigstore package (bpfleet verify-bundle), not on this path yet.
+// Revoked keys are those the trust store no longer returns.
 package verify

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
@@ -46,37 +47,65 @@ func igFixture(t *testing.T) (l *oci.Layout, good, wrong trust.Key) {
 	return l, key("good.pub"), key("wrong.pub")
 }
 
-// TestSignatureIGFixture verifies real cosign signatures made for IG's own tests. Only the
-// legacy `.sig` format is implemented: images signed only as OCI 1.1 referrers or sigstore
-// bundles are, for now, unsigned to us, and notation signatures are not cosign signatures.
+// TestSignatureIGFixture verifies real signatures made for IG's own tests, in the three cosign
+// formats IG uses: the legacy `.sig` tag, an OCI 1.1 referrer (found through the referrers
+// fallback tag) and a sigstore bundle v0.3 referrer (an untagged index.json entry, also listed
+// by the fallback tag). Notation signatures are not cosign signatures.
 func TestSignatureIGFixture(t *testing.T) {
 	l, good, wrong := igFixture(t)
-	const legacy = "ttl.sh/signed_with_cosign_legacy:latest"
-	const legacyDigest = "sha256:20296fb8a8c8a97808229625945da73f5f4d5843800317ead8c203081156cc9c"
+	const (
+		legacy         = "ttl.sh/signed_with_cosign_legacy:latest"
+		legacyDigest   = "sha256:20296fb8a8c8a97808229625945da73f5f4d5843800317ead8c203081156cc9c"
+		oci11          = "ttl.sh/signed_with_cosign_oci11:latest"
+		oci11Digest    = "sha256:2f096beb75baadce98f52500552f1d7eabf19f4c35007869350d6f496084e992"
+		bundle         = "ttl.sh/signed_with_cosign_bundle:latest"
+		bundleDigest   = "sha256:d217fb2d81d4314d48ade41ad3cad13324861d296e4e786e6498f3123951709c"
+		unsigned       = "ghcr.io/inspektor-gadget/gadget/unsigned:francis-signature-unit-tests"
+		notationSig    = "ttl.sh/signed_with_notation_config_media_type_signature:latest"
+		notationEmpty  = "ttl.sh/signed_with_notation_config_media_type_empty:latest"
+		notationReason = "notation signature (application/vnd.cncf.notary.signature, referrer sha256:"
+	)
 	tests := []struct {
 		ref     string
 		keys    []trust.Key
-		wantErr error
+		digest  string // verified digest when accepted
+		format  string // verified format when accepted
+		wantErr []error
+		wantMsg string // substring of the error
 	}{
-		{ref: legacy, keys: []trust.Key{good}},
-		{ref: "signed_with_cosign_legacy", keys: []trust.Key{wrong, good}},
-		{ref: legacy, keys: []trust.Key{wrong}, wantErr: ErrUntrusted},
-		{ref: "ghcr.io/inspektor-gadget/gadget/unsigned:francis-signature-unit-tests", keys: []trust.Key{good}, wantErr: ErrUnsigned},
-		{ref: "ttl.sh/signed_with_cosign_oci11:latest", keys: []trust.Key{good}, wantErr: ErrUnsigned},
-		{ref: "ttl.sh/signed_with_cosign_bundle:latest", keys: []trust.Key{good}, wantErr: ErrUnsigned},
-		{ref: "ttl.sh/signed_with_notation_config_media_type_signature:latest", keys: []trust.Key{good}, wantErr: ErrUnsigned},
-		{ref: "ttl.sh/signed_with_notation_config_media_type_empty:latest", keys: []trust.Key{good}, wantErr: ErrUnsigned},
+		{ref: legacy, keys: []trust.Key{good}, digest: legacyDigest, format: FormatLegacy},
+		{ref: "signed_with_cosign_legacy", keys: []trust.Key{wrong, good}, digest: legacyDigest, format: FormatLegacy},
+		{ref: oci11, keys: []trust.Key{good}, digest: oci11Digest, format: FormatOCI11Referrer},
+		{ref: oci11, keys: []trust.Key{wrong, good}, digest: oci11Digest, format: FormatOCI11Referrer},
+		{ref: bundle, keys: []trust.Key{good}, digest: bundleDigest, format: FormatBundle},
+		{ref: bundle, keys: []trust.Key{wrong, good}, digest: bundleDigest, format: FormatBundle},
+
+		{ref: legacy, keys: []trust.Key{wrong}, wantErr: []error{ErrUntrusted},
+			wantMsg: "1 signature(s) for " + legacyDigest + " (0 in the trust store, 1 in the image)"},
+		{ref: oci11, keys: []trust.Key{wrong}, wantErr: []error{ErrUntrusted},
+			wantMsg: "(0 in the trust store, 1 in the image: 0 legacy, 1 oci11-referrer, 0 bundle)"},
+		{ref: bundle, keys: []trust.Key{wrong}, wantErr: []error{ErrUntrusted},
+			wantMsg: "DSSE envelope verifies with none of the 1 trusted key(s)"},
+		{ref: unsigned, keys: []trust.Key{good}, wantErr: []error{ErrUnsigned}, wantMsg: "no signature for sha256:f34a362f"},
+		{ref: notationSig, keys: []trust.Key{good}, wantErr: []error{ErrUnsigned, ErrUnsupportedSignature}, wantMsg: notationReason},
+		{ref: notationEmpty, keys: []trust.Key{good}, wantErr: []error{ErrUnsigned, ErrUnsupportedSignature}, wantMsg: notationReason},
+		{ref: notationSig, keys: []trust.Key{wrong}, wantErr: []error{ErrUnsigned, ErrUnsupportedSignature}, wantMsg: notationReason},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref+"/"+tt.keys[len(tt.keys)-1].ID()[:8], func(t *testing.T) {
 			d, err := Signature(KeysOnly(tt.keys), l, tt.ref)
 			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("Signature = %+v, %v; want %v", d, err, tt.wantErr)
+				for _, want := range tt.wantErr {
+					if !errors.Is(err, want) {
+						t.Errorf("Signature = %+v, %v; want %v", d, err, want)
+					}
+				}
+				if err != nil && !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Errorf("error %q does not say %q", err, tt.wantMsg)
 				}
 				return
 			}
-			want := Decision{Ref: tt.ref, Digest: legacyDigest, KeyID: good.ID(), Source: SourceImageLayout}
+			want := Decision{Ref: tt.ref, Digest: tt.digest, KeyID: good.ID(), Source: SourceImageLayout, Format: tt.format}
 			if err != nil || d != want {
 				t.Fatalf("Signature = %+v, %v; want %+v", d, err, want)
 			}

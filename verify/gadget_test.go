@@ -204,7 +204,7 @@ func TestGadget(t *testing.T) {
 			if string(a.Program()) != string(bpfELF(want)) || a.Ref() != ref || a.Digest() != signed.Digest {
 				t.Errorf("Approved = ref %s digest %s program %q", a.Ref(), a.Digest(), a.Program())
 			}
-			wantDecision := Decision{Ref: ref, Digest: signed.Digest, KeyID: e.trusted.key.ID(), Source: tt.source, TrustVersion: 7, TrustState: testState}
+			wantDecision := Decision{Ref: ref, Digest: signed.Digest, KeyID: e.trusted.key.ID(), Source: tt.source, Format: FormatLegacy, TrustVersion: 7, TrustState: testState}
 			if a.Decision() != wantDecision {
 				t.Errorf("Decision = %+v\nwant %+v", a.Decision(), wantDecision)
 			}
@@ -228,7 +228,7 @@ func TestGadgetWithKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Decision{Ref: gadgetRef, Digest: digest, KeyID: trusted.key.ID(), Source: SourceImageLayout}
+	want := Decision{Ref: gadgetRef, Digest: digest, KeyID: trusted.key.ID(), Source: SourceImageLayout, Format: FormatLegacy}
 	if a.Decision() != want || string(a.Program()) != string(bpfELF("original")) {
 		t.Errorf("Decision = %+v, want %+v", a.Decision(), want)
 	}

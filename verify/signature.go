@@ -2,7 +2,9 @@ package verify
 
 import (
 	"crypto"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
@@ -58,7 +60,10 @@ func trustedKeys(t trust.Reader) ([]trustedKey, error) {
 }
 
 // signature resolves ref and returns its descriptor with the decision of the first candidate
-// signature that verifies with a trusted key and binds exactly that digest.
+// signature that verifies with a trusted key and binds exactly that digest. Candidates, in
+// order: the trust store's, the layout's legacy `.sig` tag, then the layout's OCI 1.1
+// referrers of the digest (simple-signing referrers, then key-signed Sigstore bundles, in
+// index.json order).
 func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, Decision, error) {
 	desc, err := images.Resolve(ref)
 	if err != nil {
@@ -76,16 +81,16 @@ func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, 
 	// payloadErr remembers a signature that a trusted key made over a payload we reject: that
 	// is reported in preference to "untrusted", being the more precise reason.
 	var payloadErr error
-	accept := func(source string, payload, sig []byte) bool {
+	accept := func(source, format string, payload, sig []byte) bool {
 		for _, k := range keys {
 			if cosign.VerifySignature(k.pub, payload, sig) != nil {
 				continue
 			}
 			if _, err := cosign.ParsePayload(payload, desc.Digest); err != nil {
-				payloadErr = fmt.Errorf("%w: a %s signature verifies with key %s, but: %w", ErrPayload, source, k.id, err)
+				payloadErr = fmt.Errorf("%w: a %s %s signature verifies with key %s, but: %w", ErrPayload, source, format, k.id, err)
 				return false
 			}
-			d.KeyID, d.Source = k.id, source
+			d.KeyID, d.Source, d.Format = k.id, source, format
 			return true
 		}
 		return false
@@ -93,28 +98,62 @@ func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, 
 
 	stored := t.SignaturesFor(desc.Digest)
 	for _, s := range stored {
-		if accept(SourceTrustStore, s.Payload, s.Signature) {
+		if accept(SourceTrustStore, FormatLegacy, s.Payload, s.Signature) {
 			return desc, d, nil
 		}
 	}
 	inLayout, layoutErr := cosign.ReadSignatures(images, desc.Digest)
 	for _, s := range inLayout {
-		if accept(SourceImageLayout, s.Payload, s.Signature) {
+		if accept(SourceImageLayout, FormatLegacy, s.Payload, s.Signature) {
 			return desc, d, nil
 		}
 	}
+	refs, refErr := readReferrers(images, desc.Digest)
+	for _, s := range refs.simple {
+		if accept(SourceImageLayout, FormatOCI11Referrer, s.Payload, s.Signature) {
+			return desc, d, nil
+		}
+	}
+	var bundleErrs []error
+	for _, b := range refs.bundles {
+		keyID, err := verifyKeyedBundle(b.data, desc.Digest, keys)
+		switch {
+		case err == nil:
+			d.KeyID, d.Source, d.Format = keyID, SourceImageLayout, FormatBundle
+			return desc, d, nil
+		case errors.Is(err, ErrPayload):
+			payloadErr = fmt.Errorf("referrer %s: %w", b.manifest, err)
+		default:
+			bundleErrs = append(bundleErrs, fmt.Errorf("bundle in referrer %s: %w", b.manifest, err))
+		}
+	}
 
-	switch n := len(stored) + len(inLayout); {
+	inImage := len(inLayout) + len(refs.simple) + len(refs.bundles)
+	switch n := len(stored) + inImage; {
 	case payloadErr != nil:
 		err = payloadErr
+	case n == 0 && len(refs.unsupported) > 0:
+		err = fmt.Errorf("%w: no cosign signature for %s in the trust store or the image; %w (bpfleet verifies cosign signatures only): %s",
+			ErrUnsigned, desc.Digest, ErrUnsupportedSignature, strings.Join(refs.unsupported, ", "))
 	case n == 0:
 		err = fmt.Errorf("%w: no signature for %s in the trust store or the image", ErrUnsigned, desc.Digest)
 	default:
-		err = fmt.Errorf("%w: %d signature(s) for %s (%d in the trust store, %d in the image) but none verifies with the %d trusted key(s)",
-			ErrUntrusted, n, desc.Digest, len(stored), len(inLayout), len(keys))
+		where := fmt.Sprintf("%d in the trust store, %d in the image", len(stored), inImage)
+		if len(refs.simple)+len(refs.bundles) > 0 {
+			where += fmt.Sprintf(": %d %s, %d %s, %d %s", len(inLayout), FormatLegacy,
+				len(refs.simple), FormatOCI11Referrer, len(refs.bundles), FormatBundle)
+		}
+		err = fmt.Errorf("%w: %d signature(s) for %s (%s) but none verifies with the %d trusted key(s)",
+			ErrUntrusted, n, desc.Digest, where, len(keys))
+		if len(bundleErrs) > 0 {
+			err = fmt.Errorf("%w; %w", err, joinErrors(bundleErrs))
+		}
 	}
 	if layoutErr != nil {
 		err = fmt.Errorf("%w; the image's signatures could not be read: %w", err, layoutErr)
+	}
+	if refErr != nil {
+		err = fmt.Errorf("%w; some of the image's referrers could not be read: %w", err, refErr)
 	}
 	return oci.Descriptor{}, Decision{}, err
 }

@@ -28,7 +28,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&dataDir, "data-dir", "/var/lib/bpfleet", "device data directory (trust store and images)")
-	root.AddCommand(agentCmd(&dataDir), imageCmd(&dataDir), verifyCmd(&dataDir), runCmd(&dataDir), trustCmd(&dataDir))
+	root.AddCommand(agentCmd(&dataDir), imageCmd(&dataDir), verifyCmd(&dataDir), runCmd(&dataDir), trustCmd(&dataDir), verifyBundleCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpfleet:", err)
 		os.Exit(1)
@@ -153,8 +153,8 @@ func verifyCmd(dataDir *string) *cobra.Command {
 			if len(keys) > 0 {
 				basis = "ad-hoc: the keys given with --key, not the trust store"
 			}
-			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s\n  trust:     %s\n",
-				d.Ref, d.Digest, d.KeyID, d.Source, basis)
+			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s (%s)\n  trust:     %s\n",
+				d.Ref, d.Digest, d.KeyID, d.Format, d.Source, basis)
 			return nil
 		},
 	}

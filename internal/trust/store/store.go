@@ -33,11 +33,11 @@ const (
 	// device only) and the audit log of their use.
 	overridePrefix = "o/"
 	auditPrefix    = "a/"
-	versionKey  = metaPrefix + "version"
-	digestKey   = metaPrefix + "digest"
-	expiresKey  = metaPrefix + "expires"
-	rootKey     = metaPrefix + "root"
-	rootVerKey  = metaPrefix + "root_version"
+	versionKey     = metaPrefix + "version"
+	digestKey      = metaPrefix + "digest"
+	expiresKey     = metaPrefix + "expires"
+	rootKey        = metaPrefix + "root"
+	rootVerKey     = metaPrefix + "root_version"
 )
 
 // digestDomain separates our state digests from any other SHA-256 use.
@@ -131,8 +131,6 @@ func lowMemory(dir string) badger.Options {
 		WithSyncWrites(true).
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(1).
-		WithNumLevelZeroTables(1).
-		WithNumLevelZeroTablesStall(2).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(4 << 20).
 		WithValueLogFileSize(4 << 20).
@@ -141,7 +139,8 @@ func lowMemory(dir string) badger.Options {
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
 		WithNumCompactors(2).
-		WithNumGoroutines(2)
+		WithNumGoroutines(2).
+		WithCompactL0OnClose(true)
 }
 
 // acquire takes an exclusive flock on path, polling until wait has passed.
