@@ -27,14 +27,14 @@ type History struct {
 	dir string
 
 	mu      gosync.Mutex
-	entries []entry      // the log as indexed so far, in order
-	issuing *store.Store // the fleet's trust store while an Issuer of this History holds it
+	entries []entry // the log as indexed so far, in order
 }
 
 type entry struct {
 	file    string
 	root    bool
 	version uint64
+	state   string // a delta's resulting state digest
 	size    int
 }
 
@@ -78,7 +78,7 @@ func (h *History) refresh() error {
 		if u.Root != nil {
 			e.root, e.version = true, u.Root.Version
 		} else {
-			e.version = u.Delta.Version
+			e.version, e.state = u.Delta.Version, u.Delta.State
 		}
 		h.entries = append(h.entries, e)
 	}
@@ -151,17 +151,11 @@ func (h *History) Issue() (*Issuer, error) {
 		f.Close()
 		return nil, err
 	}
-	h.mu.Lock()
-	h.issuing = s
-	h.mu.Unlock()
 	return &Issuer{h: h, lock: f, state: s, now: time.Now}, nil
 }
 
 // Close closes the fleet's trust store and releases the issuing lock.
 func (is *Issuer) Close() error {
-	is.h.mu.Lock()
-	is.h.issuing = nil
-	is.h.mu.Unlock()
 	err := is.state.Close()
 	if lerr := is.lock.Close(); err == nil {
 		err = lerr
@@ -346,21 +340,19 @@ func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *De
 	return raw, d, nil
 }
 
-// Latest returns the fleet's current trust version and state digest.
+// Latest returns the fleet's current trust version and state digest, as the last delta in
+// the log names them (version 0 and no digest before the first delta). It reads only the log,
+// so it needs no lock and works while another process issues.
 func (h *History) Latest() (uint64, string, error) {
-	h.mu.Lock()
-	s := h.issuing
-	h.mu.Unlock()
-	if s == nil {
-		var err error
-		if s, err = store.Open(filepath.Join(h.dir, "trust"), store.Options{}); err != nil {
-			return 0, "", err
-		}
-		defer s.Close()
-	}
-	snap, err := s.Snapshot()
-	if err != nil {
+	if err := h.refresh(); err != nil {
 		return 0, "", err
 	}
-	return snap.Version(), snap.StateDigest(), nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := len(h.entries) - 1; i >= 0; i-- {
+		if !h.entries[i].root {
+			return h.entries[i].version, h.entries[i].state, nil
+		}
+	}
+	return 0, "", nil
 }

@@ -295,8 +295,11 @@ func TestHistoryAfter(t *testing.T) {
 		f.issueDelta()
 	}
 	f.rotate()
-	f.issueDelta()
+	_, d4 := f.issueDelta()
 	// issued: root1 d1 d2 d3 root2 d4
+	if v, digest, err := f.h.Latest(); err != nil || v != 4 || digest != d4.State {
+		t.Fatalf("Latest = %d %s %v, want 4 %s", v, digest, err, d4.State)
+	}
 	for _, tt := range []struct {
 		root, version uint64
 		want          [][]byte
