@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
 	"github.com/bpfleet/bpfleet/internal/trust"
@@ -57,6 +60,39 @@ func Images(dataDir string) ([]oci.Image, error) {
 		return nil, err
 	}
 	return l.List()
+}
+
+// ApproveRun verifies ref for running it. When a break-glass override is what lets it through,
+// the use is written to the audit log first: no audit record, no run.
+func ApproveRun(dataDir, ref string) (*verify.Approved, error) {
+	g, err := Verify(dataDir, ref, nil)
+	if err != nil {
+		return nil, err
+	}
+	d := g.Decision()
+	if d.Override == nil {
+		return g, nil
+	}
+	s, err := store.Open(trustDir(dataDir), store.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("record break-glass use: %w", err)
+	}
+	defer s.Close()
+	err = s.Audit(store.AuditEntry{Time: time.Now().UTC(), Event: "override-used", Digest: d.Digest, Ref: ref, Detail: d.Override.Reason})
+	if err != nil {
+		return nil, fmt.Errorf("record break-glass use: %w", err)
+	}
+	return g, nil
+}
+
+// AuditLog returns the device's audit log (break-glass overrides received and used).
+func AuditLog(dataDir string) ([]store.AuditEntry, error) {
+	s, err := store.Open(trustDir(dataDir), store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.AuditLog()
 }
 
 // Verify verifies the gadget ref offline: against the trust store, or, when keyFiles are

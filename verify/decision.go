@@ -1,5 +1,7 @@
 package verify
 
+import "github.com/bpfleet/bpfleet/internal/trust"
+
 // Where an accepted signature came from.
 const (
 	SourceTrustStore  = "trust-store"
@@ -30,4 +32,17 @@ type Decision struct {
 	TrustVersion uint64 `json:"trust_version"`
 	// TrustState is the trust store's state digest; empty in ad-hoc key mode.
 	TrustState string `json:"trust_state,omitempty"`
+	// Level and Scope say which policy scope decided, at what level ("strict" with no
+	// policy).
+	Level trust.Level `json:"level"`
+	Scope string      `json:"scope"`
+	// Verified is false when the gadget was let through without a valid signature: by the
+	// allow-list, a break-glass override, or a permissive policy level.
+	Verified bool `json:"verified"`
+	// Override is the break-glass override that let the gadget through, if one did; the
+	// caller must record its use.
+	Override *trust.Override `json:"override,omitempty"`
+	// Warnings are what the level let pass: a missing signature in audit mode, stale trust in
+	// permissive mode, an unknown clock.
+	Warnings []string `json:"warnings,omitempty"`
 }

@@ -26,4 +26,10 @@ var (
 	ErrNoPlatform = errors.New("no manifest for this platform")
 	// ErrNoProgram: the manifest does not have exactly one eBPF program layer.
 	ErrNoProgram = errors.New("no single eBPF program layer")
+	// ErrDenied: the policy's deny-list names the digest.
+	ErrDenied = errors.New("denied by policy")
+	// ErrRevoked: the fleet revoked the digest.
+	ErrRevoked = errors.New("revoked")
+	// ErrStale: the trust state is past its expiry and the scope's level is strict.
+	ErrStale = errors.New("trust is stale")
 )

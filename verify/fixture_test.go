@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -106,7 +107,7 @@ func TestSignatureIGFixture(t *testing.T) {
 				return
 			}
 			want := Decision{Ref: tt.ref, Digest: tt.digest, KeyID: good.ID(), Source: SourceImageLayout, Format: tt.format}
-			if err != nil || d != want {
+			if err != nil || !reflect.DeepEqual(d, want) {
 				t.Fatalf("Signature = %+v, %v; want %+v", d, err, want)
 			}
 		})

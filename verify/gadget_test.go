@@ -3,6 +3,7 @@ package verify
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -204,8 +205,9 @@ func TestGadget(t *testing.T) {
 			if string(a.Program()) != string(bpfELF(want)) || a.Ref() != ref || a.Digest() != signed.Digest {
 				t.Errorf("Approved = ref %s digest %s program %q", a.Ref(), a.Digest(), a.Program())
 			}
-			wantDecision := Decision{Ref: ref, Digest: signed.Digest, KeyID: e.trusted.key.ID(), Source: tt.source, Format: FormatLegacy, TrustVersion: 7, TrustState: testState}
-			if a.Decision() != wantDecision {
+			wantDecision := Decision{Ref: ref, Digest: signed.Digest, KeyID: e.trusted.key.ID(), Source: tt.source, Format: FormatLegacy, TrustVersion: 7, TrustState: testState,
+				Level: trust.Strict, Scope: "(default)", Verified: true}
+			if !reflect.DeepEqual(a.Decision(), wantDecision) {
 				t.Errorf("Decision = %+v\nwant %+v", a.Decision(), wantDecision)
 			}
 		})
@@ -228,8 +230,9 @@ func TestGadgetWithKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Decision{Ref: gadgetRef, Digest: digest, KeyID: trusted.key.ID(), Source: SourceImageLayout, Format: FormatLegacy}
-	if a.Decision() != want || string(a.Program()) != string(bpfELF("original")) {
+	want := Decision{Ref: gadgetRef, Digest: digest, KeyID: trusted.key.ID(), Source: SourceImageLayout, Format: FormatLegacy,
+		Level: trust.Strict, Scope: "(default)", Verified: true}
+	if !reflect.DeepEqual(a.Decision(), want) || string(a.Program()) != string(bpfELF("original")) {
 		t.Errorf("Decision = %+v, want %+v", a.Decision(), want)
 	}
 	if _, err := GadgetWithKeys([]trust.Key{other.key}, l, gadgetRef); !errors.Is(err, ErrUntrusted) {

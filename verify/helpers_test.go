@@ -23,15 +23,23 @@ const testState = "sha256:5747e5747e5747e5747e5747e5747e5747e5747e5747e5747e5747
 
 // memTrust is an in-memory trust.Reader.
 type memTrust struct {
-	version uint64
-	keys    []trust.Key
-	sigs    map[string][]trust.Signature
+	version   uint64
+	keys      []trust.Key
+	sigs      map[string][]trust.Signature
+	revoked   map[trust.Revocation]bool
+	policy    *trust.Policy
+	overrides map[string]*trust.Override
+	expires   int64
 }
 
 func (m *memTrust) Version() uint64                               { return m.version }
 func (m *memTrust) StateDigest() string                           { return testState }
 func (m *memTrust) Keys() []trust.Key                             { return m.keys }
 func (m *memTrust) SignaturesFor(digest string) []trust.Signature { return m.sigs[digest] }
+func (m *memTrust) Revoked(r trust.Revocation) bool               { return m.revoked[r] }
+func (m *memTrust) Policy() *trust.Policy                         { return m.policy }
+func (m *memTrust) Override(digest string) *trust.Override        { return m.overrides[digest] }
+func (m *memTrust) Expires() int64                                { return m.expires }
 
 type signer struct {
 	priv *ecdsa.PrivateKey

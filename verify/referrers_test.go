@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -231,8 +232,9 @@ func TestSignatureReferrers(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := Decision{Ref: ref, Digest: image.Digest, KeyID: trusted.key.ID(), Source: SourceImageLayout, Format: tt.format}
-				if a.Decision() != want || string(a.Program()) != string(bpfELF("original")) {
+				want := Decision{Ref: ref, Digest: image.Digest, KeyID: trusted.key.ID(), Source: SourceImageLayout, Format: tt.format,
+					Level: trust.Strict, Scope: "(default)", Verified: true}
+				if !reflect.DeepEqual(a.Decision(), want) || string(a.Program()) != string(bpfELF("original")) {
 					t.Errorf("Decision = %+v, want %+v", a.Decision(), want)
 				}
 				return

@@ -32,6 +32,10 @@ func (k keyReader) Version() uint64                        { return 0 }
 func (k keyReader) StateDigest() string                    { return "" }
 func (k keyReader) Keys() []trust.Key                      { return k }
 func (k keyReader) SignaturesFor(string) []trust.Signature { return nil }
+func (k keyReader) Revoked(trust.Revocation) bool          { return false }
+func (k keyReader) Policy() *trust.Policy                  { return nil }
+func (k keyReader) Override(string) *trust.Override        { return nil }
+func (k keyReader) Expires() int64                         { return 0 }
 
 type trustedKey struct {
 	id  string

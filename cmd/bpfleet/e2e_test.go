@@ -110,10 +110,11 @@ func bpfObjects(t *testing.T) (progs, maps int) {
 	return progs, maps
 }
 
-func TestEndToEnd(t *testing.T) {
-	e := newE2E(t)
-	broker := mosquitto.Start(t)
-
+// provision runs the operator side (keys, trace_exec packaged and signed, root 1), starts a
+// device agent provisioned with the root, imports the image, and delivers delta 1 (the gadget
+// key and signature) over MQTT. It returns the running agent, its log and the state digest.
+func (e *e2e) provision(broker *mosquitto.Broker) (*exec.Cmd, *bytes.Buffer, string) {
+	e.t.Helper()
 	// Operator side.
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/root"))
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/fleet"))
@@ -128,27 +129,20 @@ func TestEndToEnd(t *testing.T) {
 	// Device side: provisioned with the fleet's root only.
 	cfg := fmt.Sprintf(`{"device_id":"e2e","fleet":"fleet-a","broker":%q,"root":"fleet/root.cbor"}`, broker.URL())
 	if err := os.WriteFile(e.path("agent.json"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	var agentLog bytes.Buffer
+	agentLog := &bytes.Buffer{}
 	agent := exec.Command(e.bin, "--data-dir", e.dataDir, "agent", "--config", e.path("agent.json"))
-	agent.Stderr = &agentLog
+	agent.Stderr = agentLog
 	if err := agent.Start(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	defer func() {
-		agent.Process.Signal(os.Interrupt)
-		agent.Wait()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", agentLog.String())
-		}
-	}()
 	e.device("image", "import", e.path("layout"))
 	if out := e.device("image", "list"); !strings.Contains(out, "trace_exec:latest") || strings.Contains(out, ".sig") {
-		t.Fatalf("image list:\n%s", out)
+		e.t.Fatalf("image list:\n%s", out)
 	}
 	if out, err := e.tryDevice("run", "trace_exec", "--timeout", "1s"); err == nil || !strings.Contains(out, "no trusted keys") {
-		t.Fatalf("run without trust: err %v\n%s", err, out)
+		e.t.Fatalf("run without trust: err %v\n%s", err, out)
 	}
 
 	// Trust arrives over MQTT.
@@ -158,8 +152,27 @@ func TestEndToEnd(t *testing.T) {
 		"--timeout", "30s", e.path("delta-1.cbor"))
 	version, digest := e.trustStatus()
 	if version != 1 || !strings.Contains(out, digest) {
-		t.Fatalf("trust status version %d digest %s; publish said:\n%s", version, digest, out)
+		e.t.Fatalf("trust status version %d digest %s; publish said:\n%s", version, digest, out)
 	}
+
+	return agent, agentLog, digest
+}
+
+func (e *e2e) stopAgent(agent *exec.Cmd, log *bytes.Buffer) {
+	if agent.ProcessState == nil {
+		agent.Process.Signal(os.Interrupt)
+		agent.Wait()
+	}
+	if e.t.Failed() {
+		e.t.Logf("agent log:\n%s", log.String())
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	broker := mosquitto.Start(t)
+	agent, agentLog, digest := e.provision(broker)
+	defer e.stopAgent(agent, agentLog)
 
 	// The broker goes away; the agent stays up.
 	broker.Stop()
@@ -310,4 +323,109 @@ func ebpfLayer(t *testing.T, l *oci.Layout, ref string) string {
 	}
 	t.Fatal("no eBPF layer")
 	return ""
+}
+
+// TestPolicyRevocationAndBreakGlass drives issue-4 trust through the real flow: a policy, key
+// and digest revocations, and a break-glass override, each delivered over MQTT and taking
+// effect offline at once.
+func TestPolicyRevocationAndBreakGlass(t *testing.T) {
+	e := newE2E(t)
+	broker := mosquitto.Start(t)
+	agent, agentLog, _ := e.provision(broker)
+	defer e.stopAgent(agent, agentLog)
+
+	// An unsigned copy of the gadget (another creation time, so another digest).
+	e.run(e.ctl, "package", "--layout", e.path("unsigned"), "--ref", "trace_exec:unsigned", "--elf", e.gadget,
+		"--metadata", "../../gadgets/trace_exec/gadget.yaml", "--created", "2026-01-01T00:00:00Z")
+	e.device("image", "import", e.path("unsigned"))
+	var images []struct{ Ref, Digest string }
+	if err := json.Unmarshal([]byte(e.device("image", "list", "-o", "json")), &images); err != nil {
+		t.Fatal(err)
+	}
+	var unsigned, signed string
+	for _, img := range images {
+		switch img.Ref {
+		case "trace_exec:unsigned":
+			unsigned = img.Digest
+		case "trace_exec:latest":
+			signed = img.Digest
+		}
+	}
+	delta := func(args ...string) {
+		t.Helper()
+		file := e.path(fmt.Sprintf("delta-%d.cbor", time.Now().UnixNano()))
+		e.run(e.ctl, append([]string{"delta", "--state-dir", e.path("fleet"), "--sign", e.path("keys/fleet.key"), "-o", file}, args...)...)
+		e.run(e.ctl, "publish", "--broker", broker.URL(), "--fleet", "fleet-a", "--wait-device", "e2e", "--timeout", "30s", file)
+	}
+	type decision struct {
+		Verified bool
+		Level    string
+		Warnings []string
+	}
+	verifyJSON := func(ref string) (decision, error) {
+		out, err := e.tryDevice("verify", ref, "-o", "json")
+		var d decision
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &d)
+		} else {
+			err = fmt.Errorf("%v: %s", err, out)
+		}
+		return d, err
+	}
+
+	// Audit level for the unsigned digest only: it may run, marked unverified.
+	policy := fmt.Sprintf(`{"scopes": [{"match": "*", "level": "strict"}, {"match": %q, "level": "audit"}]}`, unsigned)
+	if err := os.WriteFile(e.path("policy.json"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyJSON("trace_exec:unsigned"); err == nil || !strings.Contains(err.Error(), "unsigned") {
+		t.Fatalf("unsigned before the policy: %v", err)
+	}
+	delta("--policy", e.path("policy.json"))
+	d, err := verifyJSON("trace_exec:unsigned")
+	if err != nil || d.Verified || d.Level != "audit" || len(d.Warnings) == 0 {
+		t.Fatalf("unsigned under audit: %+v, %v", d, err)
+	}
+
+	// Revoking the gadget key: the signed gadget stops verifying, offline, at once.
+	delta("--revoke-key", e.path("keys/gadget.pub"))
+	if _, err := verifyJSON("trace_exec"); err == nil || !strings.Contains(err.Error(), "no trusted keys") {
+		t.Fatalf("after revoking its key: %v", err)
+	}
+	// Revoking a digest beats the audit level.
+	delta("--revoke-digest", unsigned)
+	if _, err := verifyJSON("trace_exec:unsigned"); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("after revoking its digest: %v", err)
+	}
+
+	// Break-glass for the signed gadget on this device only.
+	e.run(e.ctl, "override", "--state-dir", e.path("fleet"), "--device", "another-device", "--digest", signed,
+		"--reason", "not for us", "--sign", e.path("keys/root.key"), "--publish", broker.URL())
+	e.run(e.ctl, "override", "--state-dir", e.path("fleet"), "--device", "e2e", "--digest", signed, "--for", "1h",
+		"--reason", "incident 42", "--sign", e.path("keys/root.key"), "--publish", broker.URL())
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(e.device("trust", "audit"), "override-received") {
+		if time.Now().After(deadline) {
+			t.Fatal("override never recorded")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := e.tryDevice("run", "trace_exec", "--timeout", "1s")
+	if err != nil || !strings.Contains(out, "NOT VERIFIED") || !strings.Contains(out, "incident 42") {
+		t.Fatalf("run under break-glass: %v\n%s", err, out)
+	}
+	var audit []struct{ Event, Digest, Detail string }
+	if err := json.Unmarshal([]byte(e.device("trust", "audit", "-o", "json")), &audit); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, a := range audit {
+		if a.Digest != signed {
+			t.Errorf("audit entry for %s: %+v (only the override for this device counts)", a.Digest, a)
+		}
+		events = append(events, a.Event)
+	}
+	if strings.Join(events, ",") != "override-received,override-used" {
+		t.Fatalf("audit log events %v", events)
+	}
 }

@@ -153,8 +153,15 @@ func verifyCmd(dataDir *string) *cobra.Command {
 			if len(keys) > 0 {
 				basis = "ad-hoc: the keys given with --key, not the trust store"
 			}
-			fmt.Printf("verified %s\n  digest:    %s\n  key:       %s\n  signature: %s (%s)\n  trust:     %s\n",
-				d.Ref, d.Digest, d.KeyID, d.Format, d.Source, basis)
+			verdict := "verified"
+			if !d.Verified {
+				verdict = "ALLOWED WITHOUT A VALID SIGNATURE"
+			}
+			fmt.Printf("%s %s\n  digest:    %s\n  key:       %s\n  signature: %s (%s)\n  policy:    scope %s, level %s\n  trust:     %s\n",
+				verdict, d.Ref, d.Digest, d.KeyID, d.Format, d.Source, d.Scope, d.Level, basis)
+			for _, w := range d.Warnings {
+				fmt.Printf("  warning:   %s\n", w)
+			}
 			return nil
 		},
 	}
@@ -182,13 +189,20 @@ func runCmd(dataDir *string) *cobra.Command {
 			if out == "json" {
 				opts.Format = runner.FormatJSON
 			}
-			g, err := agent.Verify(*dataDir, args[0], nil)
+			g, err := agent.ApproveRun(*dataDir, args[0])
 			if err != nil {
 				return fmt.Errorf("refusing to run: %w", err)
 			}
 			d := g.Decision()
-			fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d\n",
-				g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion)
+			if d.Verified {
+				fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d, level %s\n",
+					g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion, d.Level)
+			} else {
+				fmt.Fprintf(os.Stderr, "NOT VERIFIED, running %s %s by policy (scope %s, level %s)\n", g.Ref(), g.Digest(), d.Scope, d.Level)
+			}
+			for _, w := range d.Warnings {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			stats, err := runner.Run(ctx, g, opts)
@@ -225,6 +239,28 @@ func trustCmd(dataDir *string) *cobra.Command {
 		},
 	}
 	addOutputFlag(status, &out)
-	c.AddCommand(status)
+	var auditOut outputFormat
+	audit := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit log: break-glass overrides received and used",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			entries, err := agent.AuditLog(*dataDir)
+			if err != nil {
+				return err
+			}
+			if auditOut == "json" {
+				return printJSON(entries)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TIME\tEVENT\tDIGEST\tREF\tDETAIL")
+			for _, e := range entries {
+				fmt.Fprintf(w, "%s\t%s\t%.19s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Event, e.Digest, e.Ref, e.Detail)
+			}
+			return w.Flush()
+		},
+	}
+	addOutputFlag(audit, &auditOut)
+	c.AddCommand(status, audit)
 	return c
 }

@@ -61,4 +61,13 @@ type Reader interface {
 	Keys() []Key
 	// SignaturesFor returns the signatures delivered for an image index digest.
 	SignaturesFor(digest string) []Signature
+	// Revoked reports whether the fleet revoked a key, identity or digest.
+	Revoked(Revocation) bool
+	// Policy is the fleet's verification policy; nil means every gadget is verified Strict.
+	Policy() *Policy
+	// Override returns the break-glass override stored for an image digest, if any; whether
+	// it is still valid is the caller's check.
+	Override(digest string) *Override
+	// Expires is when the fleet said this trust goes stale, Unix seconds; 0 if it never said.
+	Expires() int64
 }
