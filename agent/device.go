@@ -9,6 +9,7 @@ import (
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 	"github.com/bpfleet/bpfleet/verify"
+	"github.com/bpfleet/bpfleet/verify/sigstore"
 )
 
 // TrustState is what the device's trust store holds, in brief.
@@ -117,5 +118,5 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 	if err != nil {
 		return nil, err
 	}
-	return verify.Gadget(snap, images, ref)
+	return verify.Gadget(snap, images, ref, verify.WithKeyless(sigstore.Keyless))
 }

@@ -25,7 +25,9 @@ type Decision struct {
 	Ref    string `json:"ref"`
 	Digest string `json:"digest"`
 	KeyID  string `json:"key_id,omitempty"`
-	Source string `json:"signature_source,omitempty"` // SourceTrustStore or SourceImageLayout
+	// Identity is the certificate subject (SAN) of a keyless signature that verified.
+	Identity string `json:"identity,omitempty"`
+	Source   string `json:"signature_source,omitempty"` // SourceTrustStore or SourceImageLayout
 	// Format is the format of the signature that verified: FormatLegacy,
 	// FormatOCI11Referrer or FormatBundle.
 	Format       string `json:"signature_format,omitempty"`

@@ -16,8 +16,19 @@ import (
 type Option func(*options)
 
 type options struct {
-	now time.Time
+	now     time.Time
+	keyless KeylessVerifier
 }
+
+// KeylessVerifier checks a certificate-signed (keyless) Sigstore bundle attached to an image
+// against the fleet's trusted root and the identities the policy accepts for the image's
+// scope, and returns the certificate subject that matched. Package verify/sigstore provides
+// one (sigstore.Keyless); it is injected so that this package links nothing that can reach the
+// network.
+type KeylessVerifier func(bundle []byte, digest string, trustedRoot []byte, identities []trust.Identity) (subject string, err error)
+
+// WithKeyless enables keyless bundles, for scopes whose policy names identities.
+func WithKeyless(v KeylessVerifier) Option { return func(o *options) { o.keyless = v } }
 
 // WithNow sets the time against which trust freshness and overrides are judged (default:
 // the clock, or unknown if it reads before 2025 — see sync.ClockKnown).
@@ -64,7 +75,11 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if t.Revoked(trust.Revocation{Kind: trust.RevokeDigest, Value: desc.Digest}) {
 		return nil, fmt.Errorf("%w: the fleet revoked %s", ErrRevoked, desc.Digest)
 	}
-	signed, decision, sigErr := signature(t, images, ref)
+	var kl *keyless
+	if o.keyless != nil && len(scope.Identities) > 0 && len(t.TrustedRoot()) > 0 {
+		kl = &keyless{verify: o.keyless, root: t.TrustedRoot(), identities: scope.Identities}
+	}
+	signed, decision, sigErr := signature(t, images, ref, kl)
 	if sigErr == nil {
 		decision.Verified = true
 	} else {

@@ -30,6 +30,7 @@ type memTrust struct {
 	policy    *trust.Policy
 	overrides map[string]*trust.Override
 	expires   int64
+	root      []byte
 }
 
 func (m *memTrust) Version() uint64                               { return m.version }
@@ -40,6 +41,7 @@ func (m *memTrust) Revoked(r trust.Revocation) bool               { return m.rev
 func (m *memTrust) Policy() *trust.Policy                         { return m.policy }
 func (m *memTrust) Override(digest string) *trust.Override        { return m.overrides[digest] }
 func (m *memTrust) Expires() int64                                { return m.expires }
+func (m *memTrust) TrustedRoot() []byte                           { return m.root }
 
 type signer struct {
 	priv *ecdsa.PrivateKey

@@ -15,7 +15,7 @@ import (
 // a signature by a trusted key, without looking below the signed digest. Gadget does this
 // first; alone it serves images that are not runnable gadgets, and explaining a decision.
 func Signature(t trust.Reader, images *oci.Layout, ref string) (Decision, error) {
-	_, d, err := signature(t, images, ref)
+	_, d, err := signature(t, images, ref, nil)
 	if err != nil {
 		return Decision{}, fmt.Errorf("verify %s: %w", ref, err)
 	}
@@ -36,6 +36,7 @@ func (k keyReader) Revoked(trust.Revocation) bool          { return false }
 func (k keyReader) Policy() *trust.Policy                  { return nil }
 func (k keyReader) Override(string) *trust.Override        { return nil }
 func (k keyReader) Expires() int64                         { return 0 }
+func (k keyReader) TrustedRoot() []byte                    { return nil }
 
 type trustedKey struct {
 	id  string
@@ -68,7 +69,14 @@ func trustedKeys(t trust.Reader) ([]trustedKey, error) {
 // order: the trust store's, the layout's legacy `.sig` tag, then the layout's OCI 1.1
 // referrers of the digest (simple-signing referrers, then key-signed Sigstore bundles, in
 // index.json order).
-func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, Decision, error) {
+// keyless is what checking certificate-signed bundles needs; nil when the scope allows none.
+type keyless struct {
+	verify     KeylessVerifier
+	root       []byte
+	identities []trust.Identity
+}
+
+func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci.Descriptor, Decision, error) {
 	desc, err := images.Resolve(ref)
 	if err != nil {
 		return oci.Descriptor{}, Decision{}, err
@@ -77,7 +85,7 @@ func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, 
 		return oci.Descriptor{}, Decision{}, fmt.Errorf("%s is a %q, not an image index or manifest", desc.Digest, desc.MediaType)
 	}
 	keys, err := trustedKeys(t)
-	if err != nil {
+	if err != nil && kl == nil {
 		return oci.Descriptor{}, Decision{}, err
 	}
 	d := Decision{Ref: ref, Digest: desc.Digest, TrustVersion: t.Version(), TrustState: t.StateDigest()}
@@ -121,6 +129,17 @@ func signature(t trust.Reader, images *oci.Layout, ref string) (oci.Descriptor, 
 	var bundleErrs []error
 	for _, b := range refs.bundles {
 		keyID, err := verifyKeyedBundle(b.data, desc.Digest, keys)
+		if errors.Is(err, errKeyless) && kl != nil {
+			var subject string
+			if subject, err = kl.verify(b.data, desc.Digest, kl.root, kl.identities); err == nil {
+				if t.Revoked(trust.Revocation{Kind: trust.RevokeIdentity, Value: subject}) {
+					err = fmt.Errorf("%w: signer identity %s", ErrRevoked, subject)
+				} else {
+					d.Identity, d.Source, d.Format = subject, SourceImageLayout, FormatBundle
+					return desc, d, nil
+				}
+			}
+		}
 		switch {
 		case err == nil:
 			d.KeyID, d.Source, d.Format = keyID, SourceImageLayout, FormatBundle

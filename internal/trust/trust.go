@@ -70,4 +70,7 @@ type Reader interface {
 	Override(digest string) *Override
 	// Expires is when the fleet said this trust goes stale, Unix seconds; 0 if it never said.
 	Expires() int64
+	// TrustedRoot is the Sigstore trusted_root.json the fleet delivered for keyless
+	// signatures; nil if none.
+	TrustedRoot() []byte
 }

@@ -18,6 +18,7 @@ import (
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
@@ -399,3 +400,31 @@ func ReadBundleFile(path string) ([]byte, error) {
 
 // MaxBundleSize bounds a bundle file read by ReadBundleFile.
 const MaxBundleSize = 16 << 20
+
+// Keyless verifies a certificate-signed bundle attached to an OCI image, for the device path
+// (it has the shape of verify.KeylessVerifier): the bundle must verify against the fleet's
+// trusted root, its certificate must match one of ids, its in-toto statement must be cosign's
+// image signature and its subject exactly the image index digest. It returns the certificate
+// subject (SAN) that matched.
+func Keyless(bundleJSON []byte, digest string, trustedRoot []byte, ids []trust.Identity) (string, error) {
+	artifact, err := ArtifactDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	opts := BundleOptions{TrustedRootJSON: trustedRoot}
+	for _, id := range ids {
+		opts.Identities = append(opts.Identities, Identity{SubjectExact: id.Subject, SubjectRegex: id.SubjectRegexp,
+			IssuerExact: id.Issuer, IssuerRegex: id.IssuerRegexp})
+	}
+	res, err := VerifyBundle(bundleJSON, artifact, opts)
+	if err != nil {
+		return "", err
+	}
+	if res.Subject == "" {
+		return "", fmt.Errorf("%w: not a certificate-signed bundle", ErrNotVerified)
+	}
+	if res.Content != "dsse" || res.PredicateType != cosign.PredicateTypeSign {
+		return "", fmt.Errorf("%w: signs %s %q, not a cosign image signature", ErrNotVerified, res.Content, res.PredicateType)
+	}
+	return res.Subject, nil
+}
