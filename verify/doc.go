@@ -27,7 +27,13 @@
 // Signature formats: trust-store records and the layout's legacy `.sig` tag (cosign simple
 // signing), OCI 1.1 referrers (simple signing), and key-signed Sigstore bundle referrers whose
 // in-toto predicate is cosign's image signature; notation signatures are recognised and
-// refused. Keyless bundles, and transparency-log or timestamp checks inside bundles, are
-// verified by the verify/sigstore package (bpfleet verify-bundle), not on this path yet.
+// refused. Keyless (certificate-signed) bundles are checked, for scopes whose policy names
+// identities, by an injected KeylessVerifier (verify/sigstore's, against the fleet's delivered
+// trusted root), so that this package itself links nothing that can reach the network.
 // Revoked keys are those the trust store no longer returns.
+//
+// Policy (see docs/verification.md): the deny-list and revoked digests refuse first; a
+// signature that does not verify may still be let through by the scope's level (audit, skip),
+// the allow-list or a break-glass override, and the Decision then says so (Verified false,
+// Warnings); stale trust is refused at level strict; integrity is enforced at every level.
 package verify
