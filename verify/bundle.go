@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
@@ -38,9 +37,6 @@ var bundleMediaTypes = []string{
 	"application/vnd.dev.sigstore.bundle+json;version=0.3",
 	"application/vnd.dev.sigstore.bundle.v0.3+json",
 }
-
-// dssePayloadTypeInToto is the DSSE payload type of an in-toto statement.
-const dssePayloadTypeInToto = "application/vnd.in-toto+json"
 
 // errKeyless: a certificate-signed bundle reached the key-only path.
 var errKeyless = errors.New("certificate (keyless) bundle: needs a Sigstore trusted root and an identity policy, which the trust store does not provide")
@@ -107,20 +103,6 @@ func parseBundle(raw []byte) (*sigstoreBundle, error) {
 	return &b, nil
 }
 
-// dssePAE is DSSE's pre-authentication encoding, the bytes a DSSE signature covers.
-func dssePAE(payloadType string, payload []byte) []byte {
-	var b bytes.Buffer
-	b.WriteString("DSSEv1 ")
-	b.WriteString(strconv.Itoa(len(payloadType)))
-	b.WriteByte(' ')
-	b.WriteString(payloadType)
-	b.WriteByte(' ')
-	b.WriteString(strconv.Itoa(len(payload)))
-	b.WriteByte(' ')
-	b.Write(payload)
-	return b.Bytes()
-}
-
 // hintFirst orders keys so that the one the bundle's public-key hint names (base64 of the
 // SHA-256 of its DER, as cosign writes it) comes first. The hint is unauthenticated: it only
 // saves work, every key is still tried.
@@ -176,14 +158,14 @@ func verifyKeyedBundle(raw []byte, digest string, keys []trustedKey) (string, er
 	}
 
 	env := b.DSSEEnvelope
-	pae := dssePAE(env.PayloadType, env.Payload)
+	pae := cosign.PAE(env.PayloadType, env.Payload)
 	for _, k := range keys {
 		for _, s := range env.Signatures {
 			if cosign.VerifySignature(k.pub, pae, s.Sig) != nil {
 				continue
 			}
 			// Signed by a trusted key: only now look at what was signed.
-			if env.PayloadType != dssePayloadTypeInToto {
+			if env.PayloadType != cosign.DSSEPayloadTypeInToto {
 				return "", fmt.Errorf("%w: bundle signed by key %s has DSSE payload type %q, not an in-toto statement", ErrPayload, k.id, env.PayloadType)
 			}
 			st, err := cosign.ParseStatement(env.Payload, digest)

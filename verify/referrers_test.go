@@ -253,3 +253,37 @@ func TestSignatureReferrers(t *testing.T) {
 		})
 	}
 }
+
+// TestSignedByBpfleetctl: what the signing side writes in each format verifies here, through
+// the same path as cosign-made signatures.
+func TestSignedByBpfleetctl(t *testing.T) {
+	for _, tt := range []struct {
+		format string
+		write  func(*oci.Layout, oci.Descriptor, *ecdsa.PrivateKey, string) (oci.Descriptor, error)
+	}{
+		{FormatOCI11Referrer, cosign.WriteReferrerSignature},
+		{FormatBundle, cosign.WriteBundle},
+	} {
+		t.Run(tt.format, func(t *testing.T) {
+			l, err := oci.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			image := packageGadget(t, l, gadgetRef, "original", "")
+			key := newSigner(t)
+			if _, err := tt.write(l, image, key.priv, "ghcr.io/acme/gadget"); err != nil {
+				t.Fatal(err)
+			}
+			a, err := GadgetWithKeys([]trust.Key{key.key}, l, gadgetRef)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := a.Decision(); d.Format != tt.format || d.KeyID != key.key.ID() {
+				t.Fatalf("decision %+v", d)
+			}
+			if _, err := GadgetWithKeys([]trust.Key{newSigner(t).key}, l, gadgetRef); !errors.Is(err, ErrUntrusted) {
+				t.Fatalf("other key: %v", err)
+			}
+		})
+	}
+}

@@ -105,10 +105,14 @@ func packageCmd() *cobra.Command {
 }
 
 func signCmd() *cobra.Command {
-	var layout, keyPath, identity string
+	var layout, keyPath, identity, format string
 	c := &cobra.Command{
 		Use:   "sign REF",
-		Short: "Sign an image's index digest with a cosign legacy signature stored in the layout",
+		Short: "Sign an image's index digest, offline, in one of cosign's formats, into the layout",
+		Long: "Sign an image's index digest with a cosign key, without any registry:\n" +
+			"  --format legacy  simple signing under the tag sha256-<hex>.sig (cosign v2's default, what ig verifies first)\n" +
+			"  --format oci11   simple signing as an OCI 1.1 referrer (cosign --registry-referrers-mode=oci-1-1)\n" +
+			"  --format bundle  a Sigstore bundle v0.3 with an in-toto statement, as an OCI 1.1 referrer (cosign v3's default)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			key, err := cosign.LoadPrivateKeyFile(keyPath, cosign.PasswordFromEnv)
@@ -126,19 +130,36 @@ func signCmd() *cobra.Command {
 			if identity == "" {
 				identity = oci.Repository(args[0])
 			}
-			payload, err := cosign.NewPayload(desc.Digest, identity)
-			if err != nil {
-				return err
+			var where string
+			switch format {
+			case "legacy":
+				payload, err := cosign.NewPayload(desc.Digest, identity)
+				if err != nil {
+					return err
+				}
+				sig, err := cosign.Sign(key, payload)
+				if err != nil {
+					return err
+				}
+				if _, err := cosign.WriteSignature(l, desc.Digest, payload, sig); err != nil {
+					return err
+				}
+				where, _ = cosign.SignatureTag(desc.Digest)
+				where = "tag " + where
+			case "oci11", "bundle":
+				write := cosign.WriteReferrerSignature
+				if format == "bundle" {
+					write = cosign.WriteBundle
+				}
+				m, err := write(l, desc, key, identity)
+				if err != nil {
+					return err
+				}
+				where = "referrer " + m.Digest
+			default:
+				return fmt.Errorf("--format %q: want legacy, oci11 or bundle", format)
 			}
-			sig, err := cosign.Sign(key, payload)
-			if err != nil {
-				return err
-			}
-			if _, err := cosign.WriteSignature(l, desc.Digest, payload, sig); err != nil {
-				return err
-			}
-			tag, _ := cosign.SignatureTag(desc.Digest)
-			fmt.Printf("signed %s %s (tag %s)\n", args[0], desc.Digest, tag)
+			fmt.Printf("signed %s %s (%s, %s)\n", args[0], desc.Digest, format, where)
 			return nil
 		},
 	}
@@ -146,6 +167,7 @@ func signCmd() *cobra.Command {
 	f.StringVar(&layout, "layout", "", "OCI image layout directory")
 	f.StringVar(&keyPath, "key", "cosign.key", "private key file")
 	f.StringVar(&identity, "docker-reference", "", "repository to name in the signature (default: REF without tag)")
+	f.StringVar(&format, "format", "legacy", "signature format: legacy, oci11 or bundle")
 	c.MarkFlagRequired("layout")
 	return c
 }
