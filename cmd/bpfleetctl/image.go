@@ -113,7 +113,7 @@ func signCmd() *cobra.Command {
 			"  --format legacy  simple signing under the tag sha256-<hex>.sig (cosign v2's default, what ig verifies first)\n" +
 			"  --format oci11   simple signing as an OCI 1.1 referrer (cosign --registry-referrers-mode=oci-1-1)\n" +
 			"  --format bundle  a Sigstore bundle v0.3 with an in-toto statement, as an OCI 1.1 referrer (cosign v3's default)",
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			key, err := cosign.LoadPrivateKeyFile(keyPath, cosign.PasswordFromEnv)
 			if err != nil {
