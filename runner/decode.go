@@ -21,7 +21,10 @@ type Event []Field
 // Value holds, by the member's BTF type: int8/16/32/64 or uint8/16/32/64 for
 // integers of that size, bool, string for char arrays (cut at the first NUL)
 // and for enums (the enumerator's name, or the number if no name matches),
-// time.Time (UTC) for a gadget_timestamp, and []any of those for other arrays.
+// time.Time (UTC) for a gadget_timestamp, [Errno] for a gadget_errno,
+// [Signal] for a gadget_signal, netip.Addr for a struct gadget_l3endpoint,
+// netip.AddrPort for a struct gadget_l4endpoint (the zero value when the
+// endpoint holds no address), and []any of those for other arrays.
 type Field struct {
 	Name  string // member name; "outer.inner" for members of nested structs
 	Tag   string // the gadget_* typedef the member was declared with, "" if none
@@ -91,6 +94,18 @@ func (d *decoder) addMembers(prefix string, base uint32, s *btf.Struct) error {
 		offset := base + m.Offset.Bytes()
 		tag, typ := resolve(m.Type)
 		if nested, ok := typ.(*btf.Struct); ok {
+			f, isEndpoint, err := newEndpoint(nested)
+			if err != nil {
+				return fmt.Errorf("field %s: %w", name, err)
+			}
+			if isEndpoint {
+				if offset+f.size > d.size {
+					return fmt.Errorf("field %s: %d bytes at offset %d overrun the %d-byte struct", name, f.size, offset, d.size)
+				}
+				f.name, f.offset = name, offset
+				d.fields = append(d.fields, f)
+				continue
+			}
 			// Members of an anonymous struct belong to the enclosing struct in C.
 			inner := prefix
 			if m.Name != "" {
@@ -188,6 +203,9 @@ func indexNUL(b []byte) int {
 func newScalar(tag string, typ btf.Type) (fieldDecoder, error) {
 	switch t := typ.(type) {
 	case *btf.Int:
+		if f, ok, err := newTaggedInt(tag, t); ok {
+			return f, err
+		}
 		if tag == timestampTag {
 			if t.Size != 8 || t.Encoding&btf.Signed != 0 {
 				return fieldDecoder{}, fmt.Errorf("%s must be a 64-bit unsigned integer, not %s", timestampTag, t.Name)

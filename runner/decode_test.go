@@ -2,6 +2,8 @@ package runner
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -168,5 +170,88 @@ func TestBootTime(t *testing.T) {
 	uptime := time.Duration(up.Nano())
 	if got := time.Since(bootTime()); got < uptime-time.Second || got > uptime+time.Second {
 		t.Errorf("boot time %v is %v ago, want about %v (CLOCK_BOOTTIME)", bootTime(), got, uptime)
+	}
+}
+
+// The endpoint structs as gadgets/include/gadget/types.h declares them.
+var (
+	addrT       = &btf.Array{Type: u8T, Index: u32T, Nelems: 16}
+	l3EndpointT = &btf.Struct{Name: "gadget_l3endpoint", Size: 20, Members: []btf.Member{
+		{Name: "addr", Type: addrT, Offset: 0},
+		{Name: "version", Type: u8T, Offset: 128},
+		{Name: "pad", Type: &btf.Array{Type: u8T, Index: u32T, Nelems: 3}, Offset: 136},
+	}}
+	l4EndpointT = &btf.Struct{Name: "gadget_l4endpoint", Size: 20, Members: []btf.Member{
+		{Name: "addr", Type: addrT, Offset: 0},
+		{Name: "port", Type: &btf.Int{Name: "unsigned short", Size: 2}, Offset: 128},
+		{Name: "version", Type: u8T, Offset: 144},
+		{Name: "proto", Type: u8T, Offset: 152},
+	}}
+)
+
+func TestDecodeNamedValues(t *testing.T) {
+	event := &btf.Struct{Name: "event", Size: 80, Members: []btf.Member{
+		{Name: "error", Type: typedef("gadget_errno", s32T), Offset: 0},
+		{Name: "ret", Type: typedef("gadget_errno", s64T), Offset: 64},
+		{Name: "sig", Type: typedef("gadget_signal", u32T), Offset: 128},
+		{Name: "src", Type: l4EndpointT, Offset: 160},
+		{Name: "dst", Type: l4EndpointT, Offset: 320},
+		{Name: "peer", Type: l3EndpointT, Offset: 480},
+	}}
+	d, err := newDecoder(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ne := binary.NativeEndian
+	raw := make([]byte, event.Size)
+	ne.PutUint32(raw[0:], uint32(unix.ENOENT))
+	ne.PutUint64(raw[8:], ^uint64(unix.EACCES)+1) // -EACCES, as a syscall returns it
+	ne.PutUint32(raw[16:], uint32(unix.SIGUSR1))
+	copy(raw[20:], []byte{127, 0, 0, 1})
+	ne.PutUint16(raw[36:], 43210)
+	raw[38], raw[39] = 4, unix.IPPROTO_TCP
+	copy(raw[40:], netip.MustParseAddr("2001:db8::7").AsSlice())
+	ne.PutUint16(raw[56:], 443)
+	raw[58] = 6
+	// peer: version 0, no address.
+
+	ev, err := d.decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Event{
+		{Name: "error", Tag: "gadget_errno", Value: Errno(unix.ENOENT)},
+		{Name: "ret", Tag: "gadget_errno", Value: Errno(unix.EACCES)},
+		{Name: "sig", Tag: "gadget_signal", Value: Signal(unix.SIGUSR1)},
+		{Name: "src", Tag: "gadget_l4endpoint", Value: netip.MustParseAddrPort("127.0.0.1:43210")},
+		{Name: "dst", Tag: "gadget_l4endpoint", Value: netip.MustParseAddrPort("[2001:db8::7]:443")},
+		{Name: "peer", Tag: "gadget_l3endpoint", Value: netip.Addr{}},
+	}
+	if !reflect.DeepEqual(ev, want) {
+		t.Fatalf("decoded\n%#v\nwant\n%#v", ev, want)
+	}
+	var printed []string
+	for _, f := range ev {
+		printed = append(printed, formatValue(f.Value))
+	}
+	if got, want := strings.Join(printed, " "), "ENOENT EACCES SIGUSR1 127.0.0.1:43210 [2001:db8::7]:443 "; got != want {
+		t.Errorf("printed %q, want %q", got, want)
+	}
+	for v, want := range map[fmt.Stringer]string{
+		Errno(0): "0", Errno(4095): "4095", Signal(9): "SIGKILL", Signal(200): "200",
+	} {
+		if got := v.String(); got != want {
+			t.Errorf("%T(%d) prints as %q, want %q", v, v, got, want)
+		}
+	}
+
+	broken := &btf.Struct{Name: "gadget_l4endpoint", Size: 16, Members: []btf.Member{{Name: "addr", Type: addrT}}}
+	_, err = newDecoder(&btf.Struct{Name: "event", Size: 16, Members: []btf.Member{{Name: "dst", Type: broken}}})
+	if err == nil || !strings.Contains(err.Error(), "field dst: struct gadget_l4endpoint has no member version") {
+		t.Errorf("endpoint without version: got error %v", err)
+	}
+	_, err = newDecoder(&btf.Struct{Name: "event", Size: 4, Members: []btf.Member{{Name: "e", Type: typedef("gadget_errno", boolT)}}})
+	if err == nil || !strings.Contains(err.Error(), "gadget_errno must be an integer") {
+		t.Errorf("bool errno: got error %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -18,7 +19,9 @@ const (
 	// maxColumnWidth); a longer value is printed whole and shifts its line.
 	FormatColumns Format = iota
 	// FormatJSON prints one JSON object per event and line, with the members
-	// of the event struct as keys in declaration order.
+	// of the event struct as keys in declaration order (or in the order of
+	// Options.Fields). Errno, Signal and endpoint values are JSON strings
+	// holding the text the columns show.
 	FormatJSON
 )
 
@@ -32,27 +35,31 @@ type printer interface {
 	print(Event) error
 }
 
-func newPrinter(w io.Writer, f Format, d *decoder) (printer, error) {
+// newPrinter returns a printer of the fields of d at the indexes columns,
+// in that order.
+func newPrinter(w io.Writer, f Format, d *decoder, columns []int) (printer, error) {
 	switch f {
 	case FormatColumns:
-		return newColumns(w, d), nil
+		return newColumns(w, d, columns), nil
 	case FormatJSON:
-		return jsonPrinter{w: w}, nil
+		return jsonPrinter{w: w, columns: columns}, nil
 	default:
 		return nil, fmt.Errorf("unknown output format %d", f)
 	}
 }
 
 type columnPrinter struct {
-	w      io.Writer
-	names  []string
-	widths []int
-	buf    bytes.Buffer
+	w       io.Writer
+	columns []int
+	names   []string
+	widths  []int
+	buf     bytes.Buffer
 }
 
-func newColumns(w io.Writer, d *decoder) *columnPrinter {
-	p := &columnPrinter{w: w}
-	for _, f := range d.fields {
+func newColumns(w io.Writer, d *decoder, columns []int) *columnPrinter {
+	p := &columnPrinter{w: w, columns: columns}
+	for _, i := range columns {
+		f := d.fields[i]
 		name := strings.ToUpper(f.name)
 		width := maxColumnWidth
 		if f.width > 0 {
@@ -67,9 +74,9 @@ func newColumns(w io.Writer, d *decoder) *columnPrinter {
 func (p *columnPrinter) start() error { return p.line(p.names) }
 
 func (p *columnPrinter) print(ev Event) error {
-	cells := make([]string, len(ev))
-	for i, f := range ev {
-		cells[i] = formatValue(f.Value)
+	cells := make([]string, len(p.columns))
+	for i, c := range p.columns {
+		cells[i] = formatValue(ev[c].Value)
 	}
 	return p.line(cells)
 }
@@ -92,6 +99,16 @@ func formatValue(v any) string {
 	switch v := v.(type) {
 	case time.Time:
 		return v.Format(timeLayout)
+	case netip.Addr:
+		if !v.IsValid() {
+			return ""
+		}
+		return v.String()
+	case netip.AddrPort:
+		if !v.IsValid() {
+			return ""
+		}
+		return v.String()
 	case []any:
 		s := make([]string, len(v))
 		for i := range v {
@@ -103,7 +120,10 @@ func formatValue(v any) string {
 	}
 }
 
-type jsonPrinter struct{ w io.Writer }
+type jsonPrinter struct {
+	w       io.Writer
+	columns []int
+}
 
 func (jsonPrinter) start() error { return nil }
 
@@ -112,7 +132,8 @@ func (p jsonPrinter) print(ev Event) error {
 	// for a gadget only known at run time.
 	var buf bytes.Buffer
 	buf.WriteByte('{')
-	for i, f := range ev {
+	for i, c := range p.columns {
+		f := ev[c]
 		if i > 0 {
 			buf.WriteByte(',')
 		}
@@ -133,11 +154,13 @@ func (p jsonPrinter) print(ev Event) error {
 	return err
 }
 
-// jsonValue prints times with timeLayout, like the columns do.
+// jsonValue prints times and addresses as the columns do.
 func jsonValue(v any) any {
 	switch v := v.(type) {
 	case time.Time:
 		return v.Format(timeLayout)
+	case netip.Addr, netip.AddrPort:
+		return formatValue(v)
 	case []any:
 		out := make([]any, len(v))
 		for i := range v {

@@ -3,11 +3,14 @@ package runner
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 )
 
 func TestPrinters(t *testing.T) {
@@ -43,7 +46,7 @@ func TestPrinters(t *testing.T) {
 		{FormatJSON, `{"timestamp":"2026-12-03T17:22:01.120000000Z","pid":1,"ok":true,"comm":"say \"hi\"","ids":[-1,2],"path":"/a"}` + "\n"},
 	} {
 		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d)
+		p, err := newPrinter(&out, tc.format, d, []int{0, 1, 2, 3, 4, 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +64,98 @@ func TestPrinters(t *testing.T) {
 		}
 	}
 
-	if _, err := newPrinter(nil, Format(7), d); err == nil || !strings.Contains(err.Error(), "unknown output format 7") {
+	if _, err := newPrinter(nil, Format(7), d, nil); err == nil || !strings.Contains(err.Error(), "unknown output format 7") {
 		t.Errorf("format 7: got error %v", err)
+	}
+}
+
+func TestFieldsAndFilters(t *testing.T) {
+	event := &btf.Struct{Name: "event", Size: 64, Members: []btf.Member{
+		{Name: "pid", Type: typedef("gadget_pid", u32T), Offset: 0},
+		{Name: "error", Type: typedef("gadget_errno", s32T), Offset: 32},
+		{Name: "comm", Type: &btf.Array{Type: charT, Index: u32T, Nelems: 16}, Offset: 64},
+		{Name: "dst", Type: l4EndpointT, Offset: 192},
+	}}
+	d, err := newDecoder(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := newView(d, []string{"dst", "pid"}, []Filter{{"error", "ENOENT"}, {"comm", "cat"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{3, 0}; !slices.Equal(v.columns, want) {
+		t.Errorf("columns %v, want %v", v.columns, want)
+	}
+	ev := Event{
+		{Name: "pid", Value: uint32(7)},
+		{Name: "error", Value: Errno(unix.ENOENT)},
+		{Name: "comm", Value: "cat"},
+		{Name: "dst", Value: netip.MustParseAddrPort("[::1]:443")},
+	}
+	if !v.match(ev) {
+		t.Errorf("%v does not match error=ENOENT, comm=cat", ev)
+	}
+	for i, other := range []any{Errno(unix.EACCES), "cats"} {
+		changed := slices.Clone(ev)
+		changed[i+1].Value = other
+		if v.match(changed) {
+			t.Errorf("%v matches error=ENOENT, comm=cat", changed)
+		}
+	}
+
+	for _, tc := range []struct {
+		format Format
+		want   string
+	}{
+		{FormatColumns, "DST                   PID\n[::1]:443             7\n"},
+		{FormatJSON, `{"dst":"[::1]:443","pid":7}` + "\n"},
+	} {
+		var out bytes.Buffer
+		p, err := newPrinter(&out, tc.format, d, v.columns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.print(ev); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("format %d printed\n%q\nwant\n%q", tc.format, out.String(), tc.want)
+		}
+	}
+
+	for _, tc := range []struct {
+		fields  []string
+		filters []Filter
+		want    string
+	}{
+		{[]string{"pid", "nope"}, nil, `fields: no field "nope" (the gadget's fields are pid, error, comm, dst)`},
+		{[]string{"pid", "pid"}, nil, `fields: "pid" is listed twice`},
+		{nil, []Filter{{"dport", "80"}}, `filter dport=80: no field "dport"`},
+	} {
+		if _, err := newView(d, tc.fields, tc.filters); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("fields %v, filters %v: got error %v, want %q", tc.fields, tc.filters, err, tc.want)
+		}
+	}
+}
+
+func TestParseFilter(t *testing.T) {
+	for in, want := range map[string]Filter{
+		"comm=cat":       {"comm", "cat"},
+		"fname=/a=b":     {"fname", "/a=b"},
+		"comm=":          {"comm", ""},
+		"dst=[::1]:8080": {"dst", "[::1]:8080"},
+	} {
+		if got, err := ParseFilter(in); err != nil || got != want {
+			t.Errorf("ParseFilter(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"comm", "=cat", ""} {
+		if _, err := ParseFilter(in); err == nil || !strings.Contains(err.Error(), "want field=value") {
+			t.Errorf("ParseFilter(%q): got error %v", in, err)
+		}
 	}
 }

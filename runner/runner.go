@@ -22,17 +22,27 @@ type Options struct {
 	Output    io.Writer     // where events are printed; nil means os.Stdout, io.Discard prints nothing
 	Format    Format        // FormatColumns (default) or FormatJSON
 	Timeout   time.Duration // stop after this long; 0 means until ctx is done
-	MaxEvents int           // stop after this many events; 0 means no limit
-	// OnEvent, if set, is called with every event after it is printed, on
-	// Run's goroutine: while it runs no events are read, and a full ring
-	// buffer loses events.
+	MaxEvents int           // stop after this many events passed Filters; 0 means no limit
+	// Params sets the gadget's parameters by name (see [Params]); the others
+	// keep their defaults. Values are parsed by the parameter's type.
+	Params map[string]string
+	// Fields selects the fields printed, in that order, by name as in
+	// [Field.Name]; nil prints them all.
+	Fields []string
+	// Filters keep only the events that match every one of them; the others
+	// are counted in Stats.Filtered and neither printed nor passed to OnEvent.
+	Filters []Filter
+	// OnEvent, if set, is called with every event (all its fields, whatever
+	// Fields says) after it is printed, on Run's goroutine: while it runs no
+	// events are read, and a full ring buffer loses events.
 	OnEvent func(Event)
 }
 
 // Stats describes a run.
 type Stats struct {
-	Events uint64 // events read from the ring buffer
-	Lost   uint64 // events the gadget dropped because the ring buffer was full
+	Events   uint64 // events read from the ring buffer
+	Filtered uint64 // events read but left out by Options.Filters
+	Lost     uint64 // events the gadget dropped because the ring buffer was full
 }
 
 // Run loads and attaches an approved gadget and prints its events until ctx
@@ -72,7 +82,18 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	if err != nil {
 		return err
 	}
-	p, err := newPrinter(out, opts.Format, g.decoder)
+	params, err := parseParams(spec)
+	if err != nil {
+		return err
+	}
+	if err := applyParams(spec, params, opts.Params); err != nil {
+		return err
+	}
+	v, err := newView(g.decoder, opts.Fields, opts.Filters)
+	if err != nil {
+		return err
+	}
+	p, err := newPrinter(out, opts.Format, g.decoder, v.columns)
 	if err != nil {
 		return err
 	}
@@ -89,7 +110,8 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	// For every global variable, cilium/ebpf maps its section's memory into
 	// this process and only unmaps it when the garbage collector finds it
 	// unused, which would keep those maps in the kernel after Close. The
-	// programs do not need the accessors, so none are created.
+	// programs do not need the accessors, so none are created; parameters
+	// were written into the sections' contents, which the loader then uses.
 	spec.Variables = nil
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
@@ -133,7 +155,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	if err := p.start(); err != nil {
 		return fmt.Errorf("print: %w", err)
 	}
-	err = readEvents(rd, g.decoder, p, opts, stats)
+	err = readEvents(rd, g.decoder, v, p, opts, stats)
 	if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
 		err = nil
 	}
@@ -156,9 +178,9 @@ func readCounter(section *ebpf.Map, v *ebpf.VariableSpec) (uint64, error) {
 	return binary.NativeEndian.Uint64(value[v.Offset:]), nil
 }
 
-func readEvents(rd *ringbuf.Reader, dec *decoder, p printer, opts Options, stats *Stats) error {
+func readEvents(rd *ringbuf.Reader, dec *decoder, v *view, p printer, opts Options, stats *Stats) error {
 	var rec ringbuf.Record
-	for opts.MaxEvents == 0 || stats.Events < uint64(opts.MaxEvents) {
+	for opts.MaxEvents == 0 || stats.Events-stats.Filtered < uint64(opts.MaxEvents) {
 		if err := rd.ReadInto(&rec); err != nil {
 			return fmt.Errorf("read events: %w", err)
 		}
@@ -166,6 +188,10 @@ func readEvents(rd *ringbuf.Reader, dec *decoder, p printer, opts Options, stats
 		ev, err := dec.decode(rec.RawSample)
 		if err != nil {
 			return fmt.Errorf("decode event: %w", err)
+		}
+		if !v.match(ev) {
+			stats.Filtered++
+			continue
 		}
 		if err := p.print(ev); err != nil {
 			return fmt.Errorf("print: %w", err)

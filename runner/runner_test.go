@@ -288,17 +288,28 @@ func listKernelObjects(t *testing.T) map[kernelObject]bool {
 // other processes create meanwhile do not disturb the count.
 func TestRunReleasesKernelObjects(t *testing.T) {
 	requireRoot(t)
-	elf := traceExecELF(t)
 	for _, tc := range []struct {
-		name   string
-		opts   Options
-		cancel bool // cancel the context while the gadget runs, as on Ctrl-C
+		name        string
+		gadget      string
+		opts        Options
+		cancel      bool // cancel the context while the gadget runs, as on Ctrl-C
+		progs, maps int  // held while running
 	}{
-		{name: "timeout", opts: Options{Timeout: 300 * time.Millisecond}},
-		{name: "context cancelled", cancel: true},
-		{name: "max events", opts: Options{MaxEvents: 2}},
+		// trace_exec: its program, the ring buffer and the .bss map.
+		{name: "timeout", gadget: "trace_exec", opts: Options{Timeout: 300 * time.Millisecond}, progs: 1, maps: 2},
+		{name: "context cancelled", gadget: "trace_exec", cancel: true, progs: 1, maps: 2},
+		{name: "max events", gadget: "trace_exec", opts: Options{MaxEvents: 2}, progs: 1, maps: 2},
+		// trace_open (the loader of /bin/true opens files): two programs, the
+		// start hash, the ring buffer, .bss and .rodata holding the parameters.
+		{name: "params and filter", gadget: "trace_open", progs: 2, maps: 4, opts: Options{
+			MaxEvents: 2,
+			Params:    map[string]string{"start_max_entries": "512", "prefix": "/"},
+			Fields:    []string{"fname"},
+			Filters:   []Filter{{Field: "error", Value: "0"}},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			elf := gadgetELF(t, tc.gadget)
 			if held := ownBPFObjects(t); len(held) != 0 {
 				t.Fatalf("process already holds BPF objects %v", held)
 			}
@@ -321,7 +332,7 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 					running <- s
 				}
 			}
-			done := runAsync(ctx, elf, opts)
+			done := runNamed(ctx, tc.gadget, elf, opts)
 			stop := execLoop(t, "/bin/true")
 			defer stop()
 
@@ -337,7 +348,6 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 				t.Errorf("%d events, want %d", res.stats.Events, tc.opts.MaxEvents)
 			}
 
-			// While running: the program, the ring buffer and the .bss map.
 			var progs, maps int
 			for obj := range during.held {
 				if !during.kernel[obj] || baseline[obj] {
@@ -349,8 +359,8 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 					maps++
 				}
 			}
-			if progs != 1 || maps != 2 {
-				t.Errorf("run held %d programs and %d maps, want 1 and 2: %v", progs, maps, during.held)
+			if progs != tc.progs || maps != tc.maps {
+				t.Errorf("run held %d programs and %d maps, want %d and %d: %v", progs, maps, tc.progs, tc.maps, during.held)
 			}
 
 			if after := ownBPFObjects(t); len(after) != 0 {

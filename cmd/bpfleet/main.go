@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -174,47 +175,88 @@ func runCmd(dataDir *string) *cobra.Command {
 	var out outputFormat
 	var timeout time.Duration
 	var maxEvents int
+	var params, filters, fields []string
+	var listParams bool
 	c := &cobra.Command{
 		Use:   "run REF",
 		Short: "Verify a gadget offline, then load it and print its events",
 		Long: "Verify a gadget against the device's trust store (no network), load and attach its eBPF\n" +
 			"program, and print its events until Ctrl-C, --timeout or --max-events. A gadget that does\n" +
-			"not verify is refused before anything reaches the kernel.",
+			"not verify is refused before anything reaches the kernel.\n\n" +
+			"--param name=value sets one of the gadget's parameters (see --list-params) before it is\n" +
+			"loaded; --fields a,b prints only those fields, in that order; --filter field=value keeps\n" +
+			"only the events whose field prints exactly as value (repeat to require several).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if timeout < 0 || maxEvents < 0 {
 				return fmt.Errorf("--timeout and --max-events must not be negative")
 			}
-			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents}
+			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields}
 			if out == "json" {
 				opts.Format = runner.FormatJSON
 			}
-			g, err := agent.ApproveRun(*dataDir, args[0])
+			for _, p := range params {
+				name, value, ok := strings.Cut(p, "=")
+				if !ok || name == "" {
+					return fmt.Errorf("--param %q: want name=value", p)
+				}
+				if opts.Params == nil {
+					opts.Params = make(map[string]string)
+				}
+				if _, dup := opts.Params[name]; dup {
+					return fmt.Errorf("--param %s is given twice", name)
+				}
+				opts.Params[name] = value
+			}
+			for _, f := range filters {
+				filter, err := runner.ParseFilter(f)
+				if err != nil {
+					return fmt.Errorf("--filter: %w", err)
+				}
+				opts.Filters = append(opts.Filters, filter)
+			}
+			g, err := agent.Verify(*dataDir, args[0], nil)
 			if err != nil {
 				return fmt.Errorf("refusing to run: %w", err)
 			}
 			d := g.Decision()
-			if d.Verified {
-				fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d, level %s\n",
-					g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion, d.Level)
-			} else {
-				fmt.Fprintf(os.Stderr, "NOT VERIFIED, running %s %s by policy (scope %s, level %s)\n", g.Ref(), g.Digest(), d.Scope, d.Level)
-			}
-			for _, w := range d.Warnings {
-				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+			fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d\n",
+				g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion)
+			if listParams {
+				ps, err := runner.Params(g)
+				if err != nil {
+					return err
+				}
+				if out == "json" {
+					return printJSON(ps)
+				}
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PARAM\tTYPE\tDEFAULT")
+				for _, p := range ps {
+					typ := p.Type
+					if p.MaxLen > 0 {
+						typ = fmt.Sprintf("%s (max %d bytes)", p.Type, p.MaxLen)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%q\n", p.Name, typ, p.Default)
+				}
+				return tw.Flush()
 			}
 			ctx, stop := signalContext()
 			defer stop()
 			stats, err := runner.Run(ctx, g, opts)
 			if stats != nil {
-				fmt.Fprintf(os.Stderr, "%d event(s), %d lost\n", stats.Events, stats.Lost)
+				fmt.Fprintf(os.Stderr, "%d event(s), %d filtered out, %d lost\n", stats.Events, stats.Filtered, stats.Lost)
 			}
 			return err
 		},
 	}
 	addOutputFlag(c, &out)
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop after this long (default: until Ctrl-C)")
-	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events")
+	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events (that pass --filter)")
+	c.Flags().StringArrayVar(&params, "param", nil, "set a gadget parameter, name=value (repeatable)")
+	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types and defaults, and exit")
+	c.Flags().StringSliceVar(&fields, "fields", nil, "print only these fields, in this order (comma-separated)")
+	c.Flags().StringArrayVar(&filters, "filter", nil, "keep only events whose field prints as value, field=value (repeatable)")
 	return c
 }
 

@@ -17,4 +17,21 @@
 	const struct event_type *bpfleet_tracer_event_##name                   \
 		__attribute__((unused))
 
+/*
+ * GADGET_PARAM exposes the "const volatile" global "name" as a parameter
+ * the user can set when the gadget starts (bpfleet run --param name=value).
+ * Its initial value is the default. Integers, _Bool and char arrays
+ * (strings) are supported.
+ */
+#define GADGET_PARAM(name)                                                     \
+	const void *gadget_param_##name __attribute__((unused))
+
+/*
+ * GADGET_MAX_ENTRIES declares "const volatile __u32 <map>_max_entries",
+ * which the runner uses as the max_entries of map "map" when it is not 0.
+ * Combine with GADGET_PARAM(<map>_max_entries) to let users size the map.
+ */
+#define GADGET_MAX_ENTRIES(map, value)                                         \
+	const volatile __u32 map##_max_entries = (value)
+
 #endif /* BPFLEET_GADGET_MACROS_H */

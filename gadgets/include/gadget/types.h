@@ -17,7 +17,15 @@ typedef __u32 gadget_tid;
 typedef __u32 gadget_uid;
 typedef __u32 gadget_gid;
 typedef __u64 gadget_mntns_id;
+
+/*
+ * An error number, printed by name (ENOENT). 0 means no error. A negative
+ * value, as system calls return it, is read as its absolute value.
+ */
 typedef __s32 gadget_errno;
+
+/* A signal number, printed by name (SIGUSR1). */
+typedef __u32 gadget_signal;
 
 /*
  * Element types of command-name arrays, used as
@@ -25,5 +33,30 @@ typedef __s32 gadget_errno;
  */
 typedef char gadget_comm;
 typedef char gadget_pcomm;
+
+/* IP versions of the endpoint structs below. */
+#define GADGET_IPV4 4
+#define GADGET_IPV6 6
+
+/*
+ * An IP address, printed as text (127.0.0.1, ::1). An IPv4 address fills the
+ * first 4 bytes of addr, in network byte order like the kernel keeps it.
+ */
+struct gadget_l3endpoint {
+	__u8 addr[16];
+	__u8 version; /* GADGET_IPV4 or GADGET_IPV6 */
+	__u8 pad[3];
+};
+
+/*
+ * An IP address and a transport port, printed as 127.0.0.1:8080 or
+ * [::1]:8080. The port is in host byte order.
+ */
+struct gadget_l4endpoint {
+	__u8 addr[16];
+	__u16 port;
+	__u8 version; /* GADGET_IPV4 or GADGET_IPV6 */
+	__u8 proto;   /* IPPROTO_TCP, IPPROTO_UDP, or 0 if unknown */
+};
 
 #endif /* BPFLEET_GADGET_TYPES_H */

@@ -1,0 +1,330 @@
+package runner
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfleet/bpfleet/verify"
+)
+
+const (
+	paramPrefix       = "gadget_param_"
+	maxEntriesSuffix  = "_max_entries"
+	paramTypeBool     = "bool"
+	paramTypeString   = "string"
+	constantSectionRO = ".rodata"
+)
+
+// Param is a parameter of a gadget: a const volatile global variable the
+// gadget marks with a gadget_param_<name> variable. Its value is written
+// into the program's read-only data before the program is loaded, so the
+// verifier sees it as a constant.
+type Param struct {
+	Name string // the variable's name, as given to Options.Params
+	// Type is "bool", "int8" to "int64", "uint8" to "uint64", or "string"
+	// for a char array.
+	Type string
+	// MaxLen is, for a string, the most bytes a value may have: the array's
+	// length less one for the terminating NUL. 0 for other types.
+	MaxLen  int
+	Default string // the value the gadget was compiled with, as text
+}
+
+// paramSpec is a Param and where its bytes live.
+type paramSpec struct {
+	Param
+	v      *ebpf.VariableSpec
+	encode func(string) ([]byte, error)
+}
+
+// Params lists the parameters of an approved gadget, sorted by name,
+// without loading anything into the kernel.
+func Params(g *verify.Approved) ([]Param, error) {
+	ps, err := params(g.Program())
+	if err != nil {
+		return nil, fmt.Errorf("gadget %s: %w", g.Ref(), err)
+	}
+	return ps, nil
+}
+
+func params(elf []byte) ([]Param, error) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
+	if err != nil {
+		return nil, fmt.Errorf("parse ELF: %w", err)
+	}
+	specs, err := parseParams(spec)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Param, len(specs))
+	for i, p := range specs {
+		out[i] = p.Param
+	}
+	return out, nil
+}
+
+// parseParams finds the gadget_param_<name> markers and checks that each
+// names a constant global of a supported type.
+func parseParams(spec *ebpf.CollectionSpec) ([]paramSpec, error) {
+	if spec.Types == nil {
+		return nil, errors.New("ELF has no BTF")
+	}
+	var names []string
+	for typ, err := range spec.Types.All() {
+		if err != nil {
+			return nil, fmt.Errorf("read BTF: %w", err)
+		}
+		if v, ok := typ.(*btf.Var); ok && strings.HasPrefix(v.Name, paramPrefix) {
+			names = append(names, strings.TrimPrefix(v.Name, paramPrefix))
+		}
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+
+	out := make([]paramSpec, 0, len(names))
+	for _, name := range names {
+		p, err := newParamSpec(spec, name)
+		if err != nil {
+			return nil, fmt.Errorf("param %s: %w", name, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func newParamSpec(spec *ebpf.CollectionSpec, name string) (paramSpec, error) {
+	v, ok := spec.Variables[name]
+	if !ok || v.Type == nil {
+		return paramSpec{}, fmt.Errorf("marked by %s%s but there is no global variable %s with BTF", paramPrefix, name, name)
+	}
+	if !v.Constant() {
+		return paramSpec{}, fmt.Errorf("variable is in section %s: a parameter must be declared const volatile (section %s)",
+			v.SectionName, constantSectionRO)
+	}
+	size := v.Size()
+	if uint32(len(v.Value)) != size {
+		return paramSpec{}, fmt.Errorf("initial value of %d bytes for a %d-byte variable", len(v.Value), size)
+	}
+	p := paramSpec{Param: Param{Name: name}, v: v}
+
+	_, typ := resolve(v.Type.Type)
+	switch t := typ.(type) {
+	case *btf.Int:
+		switch {
+		case t.Encoding&btf.Bool != 0:
+			p.Type = paramTypeBool
+			p.Default = strconv.FormatBool(readUint(v.Value, t.Size) != 0)
+			p.encode = func(s string) ([]byte, error) {
+				b, err := strconv.ParseBool(s)
+				if err != nil {
+					return nil, fmt.Errorf("%q is not a bool (true or false)", s)
+				}
+				out := make([]byte, t.Size)
+				if b {
+					putUint(out, t.Size, 1)
+				}
+				return out, nil
+			}
+		case t.Size == 1 || t.Size == 2 || t.Size == 4 || t.Size == 8:
+			signed := t.Encoding&btf.Signed != 0
+			bits := int(8 * t.Size)
+			if signed {
+				p.Type = "int" + strconv.Itoa(bits)
+				raw := readUint(v.Value, t.Size)
+				p.Default = strconv.FormatInt(int64(raw<<(64-bits))>>(64-bits), 10)
+			} else {
+				p.Type = "uint" + strconv.Itoa(bits)
+				p.Default = strconv.FormatUint(readUint(v.Value, t.Size), 10)
+			}
+			p.encode = intEncoder(p.Type, t.Size, signed)
+		default:
+			return paramSpec{}, fmt.Errorf("unsupported %d-byte integer", t.Size)
+		}
+	case *btf.Array:
+		_, elem := resolve(t.Type)
+		if !isChar(elem) || t.Nelems < 2 {
+			return paramSpec{}, fmt.Errorf("unsupported type %s: arrays must be char arrays (strings) of 2 or more", typ)
+		}
+		n := int(t.Nelems)
+		p.Type, p.MaxLen = paramTypeString, n-1
+		def := v.Value
+		if i := indexNUL(def); i >= 0 {
+			def = def[:i]
+		}
+		p.Default = string(def)
+		p.encode = func(s string) ([]byte, error) {
+			if len(s) > n-1 {
+				return nil, fmt.Errorf("%q is %d bytes: a string of at most %d bytes", s, len(s), n-1)
+			}
+			if strings.IndexByte(s, 0) >= 0 {
+				return nil, fmt.Errorf("%q contains a NUL byte", s)
+			}
+			out := make([]byte, n)
+			copy(out, s)
+			return out, nil
+		}
+	default:
+		return paramSpec{}, fmt.Errorf("unsupported type %s: want an integer, bool or char array", typ)
+	}
+	return p, nil
+}
+
+func intEncoder(typeName string, size uint32, signed bool) func(string) ([]byte, error) {
+	bits := int(8 * size)
+	return func(s string) ([]byte, error) {
+		var raw uint64
+		if signed {
+			n, err := strconv.ParseInt(s, 0, bits)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an %s (%d to %d)", s, typeName, int64(-1)<<(bits-1), int64(1)<<(bits-1)-1)
+			}
+			raw = uint64(n)
+		} else {
+			n, err := strconv.ParseUint(s, 0, bits)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a %s (0 to %d)", s, typeName, uint64(1<<bits-1))
+			}
+			raw = n
+		}
+		out := make([]byte, size)
+		putUint(out, size, raw)
+		return out, nil
+	}
+}
+
+// putUint is the inverse of readUint.
+func putUint(b []byte, size uint32, v uint64) {
+	switch size {
+	case 1:
+		b[0] = byte(v)
+	case 2:
+		binary.NativeEndian.PutUint16(b, uint16(v))
+	case 4:
+		binary.NativeEndian.PutUint32(b, uint32(v))
+	default:
+		binary.NativeEndian.PutUint64(b, v)
+	}
+}
+
+// applyParams writes the values given for params into the data sections of
+// spec, then sizes maps from their <map>_max_entries globals. It must run
+// before spec.Variables is dropped: it rewrites the sections' contents
+// directly, which is what the loader uses when there are no VariableSpecs.
+func applyParams(spec *ebpf.CollectionSpec, specs []paramSpec, values map[string]string) error {
+	byName := make(map[string]paramSpec, len(specs))
+	for _, p := range specs {
+		byName[p.Name] = p
+	}
+	for _, name := range slices.Sorted(maps.Keys(values)) {
+		p, ok := byName[name]
+		if !ok {
+			known := "it has none"
+			if len(specs) > 0 {
+				known = "it has " + strings.Join(slices.Sorted(maps.Keys(byName)), ", ")
+			}
+			return fmt.Errorf("param %s: the gadget has no such parameter (%s)", name, known)
+		}
+		b, err := p.encode(values[name])
+		if err != nil {
+			return fmt.Errorf("param %s: %w", name, err)
+		}
+		if err := writeVariable(spec, p.v, b); err != nil {
+			return fmt.Errorf("param %s: %w", name, err)
+		}
+	}
+	return applyMaxEntries(spec)
+}
+
+// writeVariable replaces the bytes of v in its section's initial contents.
+// The contents are copied first: they may share memory with the ELF.
+func writeVariable(spec *ebpf.CollectionSpec, v *ebpf.VariableSpec, value []byte) error {
+	data, err := sectionData(spec, v)
+	if err != nil {
+		return err
+	}
+	if int(v.Offset)+len(value) > len(data) || uint32(len(value)) != v.Size() {
+		return fmt.Errorf("%d bytes at offset %d do not fit section %s (%d bytes)", len(value), v.Offset, v.SectionName, len(data))
+	}
+	data = slices.Clone(data)
+	copy(data[v.Offset:], value)
+	spec.Maps[v.SectionName].Contents = []ebpf.MapKV{{Key: uint32(0), Value: data}}
+	return nil
+}
+
+// sectionData returns the initial contents of v's data section.
+func sectionData(spec *ebpf.CollectionSpec, v *ebpf.VariableSpec) ([]byte, error) {
+	m, ok := spec.Maps[v.SectionName]
+	if !ok {
+		return nil, fmt.Errorf("no map for section %s", v.SectionName)
+	}
+	if len(m.Contents) != 1 {
+		return nil, fmt.Errorf("section %s has %d initial values, want 1", v.SectionName, len(m.Contents))
+	}
+	data, ok := m.Contents[0].Value.([]byte)
+	if key, kok := m.Contents[0].Key.(uint32); !ok || !kok || key != 0 {
+		return nil, fmt.Errorf("section %s: unexpected initial contents", v.SectionName)
+	}
+	return data, nil
+}
+
+// applyMaxEntries sets the max_entries of every map <m> for which the
+// gadget has a non-zero integer global <m>_max_entries, as written by
+// applyParams.
+func applyMaxEntries(spec *ebpf.CollectionSpec) error {
+	for _, name := range slices.Sorted(maps.Keys(spec.Variables)) {
+		mapName, ok := strings.CutSuffix(name, maxEntriesSuffix)
+		if !ok {
+			continue
+		}
+		m, ok := spec.Maps[mapName]
+		if !ok || mapName == "" {
+			continue
+		}
+		v := spec.Variables[name]
+		size := v.Size()
+		if v.Type == nil || size == 0 || size > 8 {
+			return fmt.Errorf("%s: want an integer", name)
+		}
+		if _, typ := resolve(v.Type.Type); !isInt(typ) {
+			return fmt.Errorf("%s: want an integer, not %s", name, typ)
+		}
+		data, err := sectionData(spec, v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if int(v.Offset+size) > len(data) {
+			return fmt.Errorf("%s: beyond the end of section %s", name, v.SectionName)
+		}
+		n := readUint(data[v.Offset:], size)
+		if n == 0 {
+			continue
+		}
+		if n > 1<<32-1 {
+			return fmt.Errorf("%s: %d does not fit a map's 32-bit max_entries", name, n)
+		}
+		if m.Type == ebpf.RingBuf {
+			page := uint64(os.Getpagesize())
+			if n%page != 0 || n&(n-1) != 0 {
+				return fmt.Errorf("%s: ring buffer %s needs a power of two multiple of the page size (%d bytes), not %d",
+					name, mapName, page, n)
+			}
+		}
+		m.MaxEntries = uint32(n)
+	}
+	return nil
+}
+
+func isInt(typ btf.Type) bool {
+	t, ok := typ.(*btf.Int)
+	return ok && t.Encoding&btf.Bool == 0 && (t.Size == 1 || t.Size == 2 || t.Size == 4 || t.Size == 8)
+}
