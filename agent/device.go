@@ -120,3 +120,97 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 	}
 	return verify.Gadget(snap, images, ref, verify.WithKeyless(sigstore.Keyless))
 }
+
+// RemoveImage untags ref in the device's image store and deletes what nothing else uses.
+func RemoveImage(dataDir, ref string) (int, error) {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return 0, err
+	}
+	return l.Remove(ref)
+}
+
+// TagImage gives the image src also the name dst.
+func TagImage(dataDir, src, dst string) error {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return err
+	}
+	d, err := l.Resolve(src)
+	if err != nil {
+		return err
+	}
+	return l.Tag(dst, d)
+}
+
+// ExportImages writes refs, with their signatures, as an OCI layout directory or (dst ending
+// in .tar) its tar.
+func ExportImages(dataDir, dst string, refs ...string) error {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return err
+	}
+	return l.Export(dst, refs...)
+}
+
+// ImageInfo describes an image for `bpfleet image inspect`.
+type ImageInfo struct {
+	Ref         string            `json:"ref"`
+	Digest      string            `json:"digest"`
+	MediaType   string            `json:"media_type"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Platforms   []PlatformInfo    `json:"platforms"`
+	// Signatures found in the image store (not the trust store), by format.
+	LegacySignatures int `json:"legacy_signatures"`
+	Referrers        int `json:"referrers"`
+}
+
+// PlatformInfo is one architecture's manifest of an image.
+type PlatformInfo struct {
+	Platform string           `json:"platform"`
+	Manifest string           `json:"manifest"`
+	Layers   []oci.Descriptor `json:"layers"`
+}
+
+// InspectImage reads an image's structure; it verifies nothing (use Verify for that), but every
+// blob it reads is digest-checked.
+func InspectImage(dataDir, ref string) (ImageInfo, error) {
+	l, err := oci.Open(imageDir(dataDir))
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	d, err := l.Resolve(ref)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	info := ImageInfo{Ref: ref, Digest: d.Digest, MediaType: d.MediaType}
+	manifests := []oci.Descriptor{d}
+	if oci.IsIndex(d.MediaType) {
+		idx, err := l.ReadIndex(d)
+		if err != nil {
+			return info, err
+		}
+		info.Annotations, manifests = idx.Annotations, idx.Manifests
+	}
+	for _, m := range manifests {
+		manifest, err := l.ReadManifest(m)
+		if err != nil {
+			return info, err
+		}
+		p := "unknown"
+		if m.Platform != nil {
+			p = m.Platform.OS + "/" + m.Platform.Architecture
+		}
+		info.Platforms = append(info.Platforms, PlatformInfo{Platform: p, Manifest: m.Digest, Layers: manifest.Layers})
+	}
+	sigs, err := cosign.ReadSignatures(l, d.Digest)
+	if err != nil {
+		return info, err
+	}
+	refs, err := cosign.ReadReferrers(l, d.Digest)
+	if err != nil {
+		return info, err
+	}
+	info.LegacySignatures, info.Referrers = len(sigs), len(refs)
+	return info, nil
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -427,5 +428,51 @@ func TestPolicyRevocationAndBreakGlass(t *testing.T) {
 	}
 	if strings.Join(events, ",") != "override-received,override-used" {
 		t.Fatalf("audit log events %v", events)
+	}
+}
+
+// TestImageLifecycle: import, inspect, tag, export (with signatures) to a tar that another
+// device imports and verifies, and remove.
+func TestImageLifecycle(t *testing.T) {
+	e := newE2E(t)
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/gadget"))
+	e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", "trace_exec:latest", "--elf", e.gadget,
+		"--metadata", "../../gadgets/trace_exec/gadget.yaml")
+	e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), "trace_exec:latest")
+	e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), "--format", "bundle", "trace_exec:latest")
+	e.device("image", "import", e.path("layout"))
+
+	var info struct {
+		Digest           string
+		LegacySignatures int `json:"legacy_signatures"`
+		Referrers        int
+		Platforms        []struct{ Platform string }
+	}
+	if err := json.Unmarshal([]byte(e.device("image", "inspect", "trace_exec", "-o", "json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.LegacySignatures != 1 || info.Referrers != 1 || len(info.Platforms) != 1 || info.Platforms[0].Platform != "linux/"+runtime.GOARCH {
+		t.Fatalf("inspect: %+v", info)
+	}
+	e.device("image", "tag", "trace_exec:latest", "acme/exec:v1")
+	e.device("image", "export", "acme/exec:v1", "-o", e.path("export.tar"))
+
+	other := filepath.Join(e.work, "other-device")
+	e.run(e.bin, "--data-dir", other, "image", "import", e.path("export.tar"))
+	out := e.run(e.bin, "--data-dir", other, "verify", "acme/exec:v1", "--key", e.path("keys/gadget.pub"), "-o", "json")
+	if !strings.Contains(out, info.Digest) {
+		t.Fatalf("verify of the exported image on another device:\n%s", out)
+	}
+
+	e.device("image", "remove", "trace_exec:latest")
+	if out := e.device("image", "list"); strings.Contains(out, "trace_exec") || !strings.Contains(out, "acme/exec:v1") {
+		t.Fatalf("after removing one tag:\n%s", out)
+	}
+	if out := e.device("image", "remove", "acme/exec:v1"); !strings.Contains(out, "blob(s) deleted") || strings.Contains(out, " 0 blob") {
+		t.Fatalf("removing the last tag: %s", out)
+	}
+	blobs, err := os.ReadDir(filepath.Join(e.dataDir, "images", "blobs", "sha256"))
+	if err != nil || len(blobs) != 0 {
+		t.Fatalf("blobs left after removing every image: %d, %v", len(blobs), err)
 	}
 }

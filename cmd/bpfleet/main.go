@@ -128,7 +128,70 @@ func imageCmd(dataDir *string) *cobra.Command {
 		},
 	}
 	addOutputFlag(list, &out)
-	c.AddCommand(imp, list)
+	var inspectOut outputFormat
+	inspect := &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Show an image's platforms, layers and the signatures stored with it (verifies nothing)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			info, err := agent.InspectImage(*dataDir, args[0])
+			if err != nil {
+				return err
+			}
+			if inspectOut == "json" {
+				return printJSON(info)
+			}
+			fmt.Printf("%s\n  digest:     %s\n  signatures: %d legacy, %d referrer(s) in the image store\n", info.Ref, info.Digest, info.LegacySignatures, info.Referrers)
+			for k, v := range info.Annotations {
+				if v != "" {
+					fmt.Printf("  %s: %s\n", k, v)
+				}
+			}
+			for _, p := range info.Platforms {
+				fmt.Printf("  %s  %s\n", p.Platform, p.Manifest)
+				for _, l := range p.Layers {
+					fmt.Printf("    %-45s %s %d bytes\n", l.MediaType, l.Digest, l.Size)
+				}
+			}
+			return nil
+		},
+	}
+	addOutputFlag(inspect, &inspectOut)
+	remove := &cobra.Command{
+		Use:   "remove REF",
+		Short: "Untag an image; its blobs and signatures go when no other tag uses them",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			n, err := agent.RemoveImage(*dataDir, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("removed %s (%d blob(s) deleted)\n", args[0], n)
+			return nil
+		},
+	}
+	tag := &cobra.Command{
+		Use:   "tag REF NEWREF",
+		Short: "Give an image another name",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return agent.TagImage(*dataDir, args[0], args[1])
+		},
+	}
+	var exportTo string
+	export := &cobra.Command{
+		Use:   "export REF... -o DIR|FILE.tar",
+		Short: "Export images with their signatures as an OCI layout or its tar (what ig image import reads)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if exportTo == "" {
+				return fmt.Errorf("-o DIR or -o FILE.tar is required")
+			}
+			return agent.ExportImages(*dataDir, exportTo, args...)
+		},
+	}
+	export.Flags().StringVarP(&exportTo, "output", "o", "", "layout directory, or a file ending in .tar")
+	c.AddCommand(imp, list, inspect, remove, tag, export)
 	return c
 }
 

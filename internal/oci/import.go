@@ -71,6 +71,13 @@ type importer struct {
 }
 
 func (l *Layout) importDir(src string) ([]Descriptor, error) {
+	// The lock is held from the first reuse decision to the index update, so that Remove's
+	// garbage collection never deletes a blob this import counts on.
+	unlock, err := l.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	marker, err := readCapped(filepath.Join(src, "oci-layout"), MaxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("not an OCI image layout: %w", err)
@@ -113,7 +120,7 @@ func (l *Layout) importDir(src string) ([]Descriptor, error) {
 	if err := syncDir(filepath.Join(l.dir, "blobs", "sha256")); err != nil {
 		return nil, err
 	}
-	err = l.updateIndex(func(idx *Index) error {
+	err = l.updateIndexLocked(func(idx *Index) error {
 		for _, d := range added {
 			if ref, ok := d.Annotations[AnnotationRefName]; ok {
 				setTag(idx, ref, d)

@@ -304,6 +304,11 @@ func (l *Layout) updateIndex(fn func(*Index) error) error {
 		return err
 	}
 	defer unlock()
+	return l.updateIndexLocked(fn)
+}
+
+// updateIndexLocked is updateIndex for a caller that already holds the layout lock.
+func (l *Layout) updateIndexLocked(fn func(*Index) error) error {
 	idx, err := l.Index()
 	if err != nil {
 		return err
