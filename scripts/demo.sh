@@ -16,6 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# flip_byte FILE: inverts the byte in the middle of FILE.
+flip_byte() {
+	local off=$(($(stat -c %s "$1") / 2)) b
+	b=$(dd if="$1" bs=1 skip="$off" count=1 status=none | od -An -tu1 | tr -d ' ')
+	printf "\\x$(printf %02x $((255 - b)))" | dd of="$1" bs=1 seek="$off" conv=notrunc status=none
+}
 
 port=$((20000 + RANDOM % 20000))
 step "Mosquitto on 127.0.0.1:$port (config in $work/mosquitto)"
@@ -75,12 +81,20 @@ wait "$run_pid"
 
 step "A tampered copy: one byte of the eBPF program changed, repackaged under trace_exec:tampered"
 cp "$BUILD/gadgets/trace_exec.bpf.o" "$work/tampered.bpf.o"
-size=$(stat -c %s "$work/tampered.bpf.o")
-printf '\xff' | dd of="$work/tampered.bpf.o" bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip_byte "$work/tampered.bpf.o"
 "$ctl" package --layout "$work/tampered" --ref trace_exec:tampered \
 	--elf "$work/tampered.bpf.o" --metadata gadgets/trace_exec/gadget.yaml
 "$bpfleet" --data-dir "$work/device" image import "$work/tampered"
 if "$bpfleet" --data-dir "$work/device" run trace_exec:tampered --timeout 2s; then
+	echo "demo: the tampered gadget ran" >&2; exit 1
+fi
+echo "refused, as it must be"
+
+step "Tampering on the device: one byte of the signed gadget's eBPF program changed on disk"
+layer=$("$bpfleet" --data-dir "$work/device" image inspect trace_exec | awk '/vnd.gadget.ebpf.program/ {print $2}')
+blob="$work/device/images/blobs/sha256/${layer#sha256:}"
+flip_byte "$blob"
+if "$bpfleet" --data-dir "$work/device" run trace_exec --timeout 2s; then
 	echo "demo: the tampered gadget ran" >&2; exit 1
 fi
 echo "refused, as it must be"
