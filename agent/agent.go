@@ -49,7 +49,7 @@ func New(cfg Config, dataDir string, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("agent: provisioned root: %w", err)
 	}
 	a := &Agent{cfg: cfg, dataDir: dataDir, log: log, now: time.Now}
-	err = a.withStore(func(s *store.Store) error {
+	err = a.withStore(0, func(s *store.Store) error {
 		// Refuse to start on a store whose records do not match its digest: it was changed
 		// behind our back or damaged, and its trust cannot be relied on.
 		if err := s.Verify(); err != nil {
@@ -100,10 +100,11 @@ func (a *Agent) readState(s *store.Store) error {
 	return nil
 }
 
-// withStore opens the store for f. The agent waits only briefly for a CLI that holds it: its
-// messages stay pending and are retried, and the agent loop stays responsive meanwhile.
-func (a *Agent) withStore(f func(*store.Store) error) error {
-	s, err := store.Open(trustDir(a.dataDir), store.Options{LockWait: 500 * time.Millisecond})
+// withStore opens the store for f, waiting up to wait for a CLI that holds it (zero: the
+// store's default). The agent loop waits only briefly: its messages stay pending and are
+// retried, and the loop stays responsive meanwhile.
+func (a *Agent) withStore(wait time.Duration, f func(*store.Store) error) error {
+	s, err := store.Open(trustDir(a.dataDir), store.Options{LockWait: wait})
 	if err != nil {
 		return err
 	}
@@ -186,7 +187,7 @@ func lockDataDir(dir string) (*os.File, error) {
 // store. A message is acknowledged once handled; if the store fails, it and those behind it
 // stay pending, in order, for the next try.
 func (a *Agent) drain(dev *sync.Device) {
-	err := a.withStore(func(s *store.Store) error {
+	err := a.withStore(500*time.Millisecond, func(s *store.Store) error {
 		for len(a.pending) > 0 {
 			m := a.pending[0]
 			var err error

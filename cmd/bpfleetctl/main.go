@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(keygenCmd(), packageCmd(), signCmd(), rootCmd(), deltaCmd(), overrideCmd(), publishCmd(), serveCmd(), statusCmd())
+	cmd.AddCommand(keygenCmd(), packageCmd(), signCmd(), rootCmd(), deltaCmd(), overrideCmd(), publishCmd(), serveCmd(), statusCmd(), firmwareCmd())
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpfleetctl:", err)
 		os.Exit(1)

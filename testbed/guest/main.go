@@ -1,0 +1,325 @@
+// Command testbed-guest is /init of the testbed's firmware images: it boots like
+// bpfleet-init (package firmware/boot), then plays the device's side of the testbed scenario
+// with the real /bin/bpfleet and reports each step on the console as a line
+//
+//	BPFLEET-RESULT key=value
+//
+// (values with spaces are Go-quoted), which the host test parses: images imported; gadget
+// refused before any trust; agent receives the trust delta over MQTT; broker gone; gadget
+// verified and run offline while this program execs a probe, with its events echoed as
+// BPFLEET-EVENT lines; tampered gadget refused. Its last line is BPFLEET-RESULT done=ok or
+// error=...; then it powers the machine off. Run as /bin/bpfleet-probe (a symlink to it), it
+// exits at once: that exec is what the gadget must see.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bpfleet/bpfleet/firmware"
+	"github.com/bpfleet/bpfleet/firmware/boot"
+)
+
+// ScenarioPath is where the testbed puts the scenario in the image.
+const ScenarioPath = "/etc/bpfleet/testbed.json"
+
+// scenario is the testbed's instructions (testbed writes the same JSON).
+type scenario struct {
+	Broker   string `json:"broker"`   // host:port of the broker, as the guest reaches it
+	Gadget   string `json:"gadget"`   // the signed gadget the delta trusts
+	Tampered string `json:"tampered"` // a gadget that must be refused
+	Probe    string `json:"probe"`    // path of the probe to exec while the gadget runs
+	Timeout  int    `json:"timeout"`  // seconds for each wait
+}
+
+func main() {
+	if filepath.Base(os.Args[0]) == "bpfleet-probe" {
+		return
+	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "testbed-guest: not PID 1; this is a testbed image's /init")
+		os.Exit(2)
+	}
+	err := run()
+	if err != nil {
+		result("error", err.Error())
+	} else {
+		result("done", "ok")
+	}
+	boot.PowerOff()
+	select {}
+}
+
+func result(key, value string) {
+	if value == "" || strings.ContainsAny(value, " \t\n\"=") {
+		value = strconv.Quote(value)
+	}
+	fmt.Printf("BPFLEET-RESULT %s=%s\n", key, value)
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+func run() error {
+	initAt := boot.Uptime()
+	if err := boot.Mount(); err != nil {
+		return err
+	}
+	result("arch", runtime.GOARCH)
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	result("kernel", utsString(uts.Release[:]))
+	result("init_ms", ms(initAt))
+	_, btfErr := os.Stat("/sys/kernel/btf/vmlinux")
+	result("btf", strconv.FormatBool(btfErr == nil))
+
+	n, err := boot.LoadModules(firmware.ModulesPath)
+	if err != nil {
+		return err
+	}
+	result("modules", strconv.Itoa(n))
+	netcfg, err := boot.LoadNetwork(firmware.NetworkPath)
+	if err != nil || netcfg == nil {
+		return fmt.Errorf("network config: %v", err)
+	}
+	if err := boot.ConfigureNetwork(*netcfg, 10*time.Second); err != nil {
+		return err
+	}
+	result("net_ms", ms(boot.Uptime()))
+
+	b, err := os.ReadFile(ScenarioPath)
+	if err != nil {
+		return err
+	}
+	var sc scenario
+	if err := json.Unmarshal(b, &sc); err != nil {
+		return fmt.Errorf("%s: %w", ScenarioPath, err)
+	}
+	wait := time.Duration(sc.Timeout) * time.Second
+
+	layouts, _ := filepath.Glob(filepath.Join(firmware.ImagesDir, "*"))
+	for _, l := range layouts {
+		if _, err := bpfleet("image", "import", l); err != nil {
+			return err
+		}
+	}
+	result("images", strconv.Itoa(len(layouts)))
+
+	// Before any trust: refused, before anything reaches the kernel. (Checked before the
+	// agent starts: the agent gives up if the CLI holds the store while it opens it.)
+	if out, err := bpfleet("verify", sc.Gadget); err == nil {
+		return fmt.Errorf("verified before any trust arrived: %s", out)
+	} else {
+		result("pre_trust", "refused")
+		result("pre_trust_reason", lastLine(out))
+	}
+
+	// The agent, provisioned with the fleet's root only.
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	defer stopAgent()
+	agent := exec.CommandContext(agentCtx, firmware.AgentPath, "--data-dir", firmware.DataDir, "agent", "--config", firmware.ConfigPath)
+	agent.Cancel = func() error { return agent.Process.Signal(syscall.SIGTERM) }
+	agent.Stdout, agent.Stderr = prefixed("agent: "), prefixed("agent: ")
+	if err := agent.Start(); err != nil {
+		return err
+	}
+	agentDone := make(chan struct{})
+	go func() { agent.Wait(); close(agentDone) }()
+	defer func() { stopAgent(); <-agentDone }()
+	agentExited := func() error {
+		select {
+		case <-agentDone:
+			return fmt.Errorf("agent exited: %s", agent.ProcessState)
+		default:
+			return nil
+		}
+	}
+
+	// Trust arrives over MQTT.
+	deadline := time.Now().Add(wait)
+	for {
+		var st struct {
+			Version uint64 `json:"version"`
+			Keys    int    `json:"keys"`
+			Digest  string `json:"state_digest"`
+		}
+		out, err := bpfleet("trust", "status", "-o", "json")
+		if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Version > 0 {
+			result("trust_version", strconv.FormatUint(st.Version, 10))
+			result("trust_keys", strconv.Itoa(st.Keys))
+			result("trust_digest", st.Digest)
+			result("trust_ms", ms(boot.Uptime()))
+			break
+		}
+		if err := agentExited(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no trust delta within %s (last status: %v %s)", wait, err, out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// The host stops the broker: wait until it refuses connections.
+	deadline = time.Now().Add(wait)
+	for {
+		c, err := net.DialTimeout("tcp", sc.Broker, time.Second)
+		if err != nil {
+			result("broker", "gone")
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("broker %s still up after %s", sc.Broker, wait)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err := agentExited(); err != nil {
+		return err
+	}
+
+	// Offline: verify and run.
+	out, err := bpfleet("verify", sc.Gadget, "-o", "json")
+	if err != nil {
+		return fmt.Errorf("verify %s offline: %w", sc.Gadget, err)
+	}
+	var d struct {
+		KeyID        string `json:"key_id"`
+		TrustVersion uint64 `json:"trust_version"`
+	}
+	json.Unmarshal([]byte(out), &d)
+	result("verify", "ok")
+	result("verify_key", d.KeyID)
+	if btfErr != nil {
+		result("gadget", "skipped") // CO-RE needs the kernel's BTF
+	} else if err := runGadget(sc, wait); err != nil {
+		return err
+	}
+
+	out, err = bpfleet("run", sc.Tampered, "--timeout", "2s")
+	if err == nil {
+		return fmt.Errorf("tampered gadget %s ran: %s", sc.Tampered, out)
+	}
+	result("tampered", "refused")
+	result("tampered_reason", lastLine(out))
+	return nil
+}
+
+// runGadget runs the gadget and execs the probe until the gadget reports that exec.
+func runGadget(sc scenario, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, firmware.AgentPath, "--data-dir", firmware.DataDir, "run", sc.Gadget, "-o", "json")
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := boot.Uptime()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	comm := filepath.Base(sc.Probe)
+	seen := make(chan map[string]any, 1)
+	events := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			events++
+			fmt.Printf("BPFLEET-EVENT %s\n", s.Bytes())
+			var ev map[string]any
+			if json.Unmarshal(s.Bytes(), &ev) == nil && ev["comm"] == comm {
+				select {
+				case seen <- ev:
+				default:
+				}
+			}
+		}
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	probes := map[string]bool{} // PIDs of the probes started
+	for found := false; !found; {
+		select {
+		case ev := <-seen:
+			found = true
+			result("first_event_ms", ms(boot.Uptime()))
+			result("attach_to_event_ms", ms(boot.Uptime()-start))
+			result("event_comm", fmt.Sprint(ev["comm"]))
+			result("event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		case <-tick.C:
+			p := exec.Command(sc.Probe)
+			if err := p.Run(); err != nil {
+				return fmt.Errorf("probe: %w", err)
+			}
+			probes[strconv.Itoa(p.ProcessState.Pid())] = true
+		case <-ctx.Done():
+			<-done
+			cmd.Wait()
+			return fmt.Errorf("gadget reported no exec of %s within %s: %s", comm, wait, stderr.String())
+		}
+	}
+	cmd.Cancel()
+	<-done
+	err = cmd.Wait()
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("run %s: %w: %s", sc.Gadget, err, stderr.String())
+	}
+	result("events", strconv.Itoa(events))
+	result("run_summary", lastLine(stderr.String()))
+	return nil
+}
+
+func bpfleet(args ...string) (string, error) {
+	out, err := exec.Command(firmware.AgentPath, append([]string{"--data-dir", firmware.DataDir}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("bpfleet %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func utsString[T int8 | uint8](b []T) string {
+	var s []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+// prefixed writes each line to the console with a prefix.
+func prefixed(prefix string) *os.File {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return os.Stderr
+	}
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			fmt.Printf("%s%s\n", prefix, s.Text())
+		}
+	}()
+	return w
+}
