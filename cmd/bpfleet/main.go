@@ -18,6 +18,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/runner"
+	"github.com/bpfleet/bpfleet/verify"
 )
 
 func main() {
@@ -278,13 +279,26 @@ func runCmd(dataDir *string) *cobra.Command {
 				}
 				opts.Filters = append(opts.Filters, filter)
 			}
-			g, err := agent.Verify(*dataDir, args[0], nil)
+			// Listing parameters runs nothing, so it does not count as a use of a break-glass
+			// override; running does, and is recorded before anything is loaded.
+			approve := agent.ApproveRun
+			if listParams {
+				approve = func(dataDir, ref string) (*verify.Approved, error) { return agent.Verify(dataDir, ref, nil) }
+			}
+			g, err := approve(*dataDir, args[0])
 			if err != nil {
 				return fmt.Errorf("refusing to run: %w", err)
 			}
 			d := g.Decision()
-			fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d\n",
-				g.Ref(), g.Digest(), d.KeyID, d.Source, d.TrustVersion)
+			if d.Verified {
+				fmt.Fprintf(os.Stderr, "verified %s %s: key %.16s… (%s), trust version %d, level %s\n",
+					g.Ref(), g.Digest(), d.KeyID+d.Identity, d.Source, d.TrustVersion, d.Level)
+			} else {
+				fmt.Fprintf(os.Stderr, "NOT VERIFIED, running %s %s by policy (scope %s, level %s)\n", g.Ref(), g.Digest(), d.Scope, d.Level)
+			}
+			for _, w := range d.Warnings {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+			}
 			if listParams {
 				ps, err := runner.Params(g)
 				if err != nil {
