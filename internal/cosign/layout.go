@@ -1,10 +1,12 @@
 package cosign
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bpfleet/bpfleet/internal/oci"
 )
@@ -135,42 +137,79 @@ func appendSignature(l *oci.Layout, tag string, payload, sig []byte) (oci.Descri
 	return desc, nil
 }
 
-// ReadSignatures returns the cosign signatures stored in l for digest, in manifest order;
-// none (and no error) when the image has no signature tag. Payloads are read with their
-// digest checked; a damaged signature manifest or payload fails the whole read.
+// ReadSignatures returns the cosign signatures stored in l for digest, in index.json and
+// manifest order; none (and no error) when the image has no signature manifest. Signature
+// manifests are found three ways:
+//   - tagged SignatureTag(digest), as cosign pushes them and IG's store and bpfleetctl keep
+//     them;
+//   - tagged "<repository>:"+SignatureTag(digest), as tools that annotate full references
+//     write them (`crane pull --format=oci --annotate-ref`);
+//   - untagged and annotated AnnotationKind: KindSignatures, as `cosign save` writes them.
+//     Such a manifest does not say which image it belongs to (the saved layout held one
+//     image, but imports merge layouts), so only its payloads that contain digest as a JSON
+//     string are returned: that is a filter, not a check (it can only leave signatures out;
+//     the caller still verifies each signature and then parses the payload strictly).
+//
+// Payloads are read with their digest checked. A tagged signature manifest or payload that
+// cannot be read is reported in the error, which joins one error per such manifest; the
+// signatures that could be read are returned alongside it. An unreadable `cosign save`
+// manifest is left out silently, since it may belong to any image of the layout.
 func ReadSignatures(l *oci.Layout, digest string) ([]Signature, error) {
 	tag, err := SignatureTag(digest)
 	if err != nil {
 		return nil, err
 	}
-	desc, err := l.Lookup(tag)
-	if errors.Is(err, oci.ErrNotFound) {
-		return nil, nil
-	}
+	idx, err := l.Index()
 	if err != nil {
 		return nil, err
 	}
-	manifest, err := l.ReadManifest(desc)
-	if err != nil {
-		return nil, fmt.Errorf("signature manifest %s: %w", tag, err)
-	}
-	var sigs []Signature
-	for _, layer := range manifest.Layers {
-		if layer.MediaType != MediaTypeSimpleSigning {
+	quoted := []byte(`"` + digest + `"`)
+	var (
+		sigs []Signature
+		errs []error
+		seen = map[string]bool{}
+	)
+	for _, d := range idx.Manifests {
+		name, named := d.Annotations[oci.AnnotationRefName]
+		saved := !named && d.Annotations[AnnotationKind] == KindSignatures
+		if !(named && hasTag(name, tag)) && !saved || seen[d.Digest] {
 			continue
 		}
-		if layer.Size > MaxPayloadSize {
-			return nil, fmt.Errorf("signature payload %s: %d bytes (limit %d)", layer.Digest, layer.Size, MaxPayloadSize)
+		seen[d.Digest] = true
+		if !named {
+			name = d.Digest
 		}
-		payload, err := l.ReadBlob(layer)
+		manifest, err := l.ReadManifest(d)
+		var found []Signature
+		if err == nil {
+			found, err = readSimpleSigningLayers(l, manifest.Layers)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("signature payload: %w", err)
+			// A saved manifest that cannot be read may well be another image's: that
+			// image's verification reports it.
+			if !saved {
+				errs = append(errs, fmt.Errorf("signature manifest %s: %w", name, err))
+			}
+			continue
 		}
-		sig, err := base64.StdEncoding.DecodeString(layer.Annotations[AnnotationSignature])
-		if err != nil || len(sig) == 0 {
-			return nil, fmt.Errorf("signature payload %s: annotation %s is missing or not base64", layer.Digest, AnnotationSignature)
+		for _, s := range found {
+			if !saved || bytes.Contains(s.Payload, quoted) {
+				sigs = append(sigs, s)
+			}
 		}
-		sigs = append(sigs, Signature{Payload: payload, Signature: sig, Layer: layer})
 	}
-	return sigs, nil
+	return sigs, errors.Join(errs...)
 }
+
+// hasTag reports whether the ref name annotation name is tag: the bare tag, or a full
+// reference "<repository>:<tag>".
+func hasTag(name, tag string) bool {
+	return name == tag || strings.HasSuffix(name, ":"+tag)
+}
+
+// `cosign save` tags nothing: it marks each index.json entry of the layout it writes with an
+// AnnotationKind annotation, the signature manifest's being KindSignatures.
+const (
+	AnnotationKind = "kind"
+	KindSignatures = "dev.cosignproject.cosign/sigs"
+)

@@ -61,9 +61,9 @@ func ReferrersTag(digest string) (string, error) {
 
 // ReadReferrers returns the referrers of digest found in l: every manifest listed in
 // index.json, and every manifest listed by the referrers fallback tag index
-// (ReferrersTag(digest)) when present, whose own subject (read from the digest-checked
-// manifest, never from an index's say-so) is exactly digest. The result is in index.json
-// order, without duplicates.
+// (ReferrersTag(digest), bare or as "<repository>:<tag>") when present, whose own subject
+// (read from the digest-checked manifest, never from an index's say-so) is exactly digest.
+// The result is in index.json order, without duplicates.
 //
 // For ArtifactTypeSignature and ArtifactTypeBundle referrers the signature layers are read
 // (digest-checked); other artifact types are returned with their type only. A referrer that
@@ -93,7 +93,7 @@ func ReadReferrers(l *oci.Layout, digest string) ([]Referrer, error) {
 		if oci.IsManifest(d.MediaType) {
 			candidates = append(candidates, candidate{d, d.ArtifactType != ""})
 		}
-		if d.Annotations[oci.AnnotationRefName] == fallback && oci.IsIndex(d.MediaType) {
+		if hasTag(d.Annotations[oci.AnnotationRefName], fallback) && oci.IsIndex(d.MediaType) {
 			listed, err := l.ReadIndex(d)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("referrers tag %s: %w", fallback, err))

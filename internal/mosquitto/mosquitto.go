@@ -22,11 +22,46 @@ type Broker struct {
 	bin  string
 	dir  string
 	cmd  *exec.Cmd
+	tls  bool
 }
 
 // Start runs a broker for t, or skips t when mosquitto is not installed (`make deps` installs it).
 // Each extra line is appended to the generated mosquitto.conf (e.g. "log_type all").
 func Start(t testing.TB, extra ...string) *Broker {
+	t.Helper()
+	return start(t, nil, extra)
+}
+
+// TLS configures the only listener of a broker started with StartTLS. The files are PEM.
+type TLS struct {
+	CAFile   string // CA that signed the clients' certificates (and that clients trust)
+	CertFile string // the broker's certificate, valid for 127.0.0.1
+	KeyFile  string // its private key
+	// RequireCertificate makes the broker refuse clients without a certificate signed by
+	// CAFile; the certificate's CN becomes the client's username (use_identity_as_username)
+	// and anonymous clients are refused (allow_anonymous false, overriding Start's default).
+	RequireCertificate bool
+}
+
+// ConfigLines returns the mosquitto.conf lines that make the listener line before them a TLS
+// listener (Mosquitto 2.0 then accepts TLS 1.2 and 1.3).
+func (c TLS) ConfigLines() []string {
+	lines := []string{"cafile " + c.CAFile, "certfile " + c.CertFile, "keyfile " + c.KeyFile}
+	if c.RequireCertificate {
+		// Every client is then authenticated by its certificate, so none is anonymous.
+		lines = append(lines, "require_certificate true", "use_identity_as_username true", "allow_anonymous false")
+	}
+	return lines
+}
+
+// StartTLS is Start with TLS on the broker's only listener: URL is then ssl://127.0.0.1:port
+// and no plain-text listener exists. Extra lines follow the listener's TLS settings.
+func StartTLS(t testing.TB, c TLS, extra ...string) *Broker {
+	t.Helper()
+	return start(t, &c, extra)
+}
+
+func start(t testing.TB, tlsConf *TLS, extra []string) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -35,7 +70,7 @@ func Start(t testing.TB, extra ...string) *Broker {
 		}
 		bin = "/usr/sbin/mosquitto"
 	}
-	b := &Broker{t: t, bin: bin, dir: t.TempDir()}
+	b := &Broker{t: t, bin: bin, dir: t.TempDir(), tls: tlsConf != nil}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +79,11 @@ func Start(t testing.TB, extra ...string) *Broker {
 	l.Close()
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmessage_size_limit 1048576\npersistence true\npersistence_location %s/\nuser root\nlog_dest file %s\n",
 		b.Port, b.dir, filepath.Join(b.dir, "mosquitto.log"))
+	if tlsConf != nil {
+		// Listener settings follow the listener line (per_listener_settings is false, so
+		// allow_anonymous stays global): the one listener above is the TLS one.
+		extra = append(tlsConf.ConfigLines(), extra...)
+	}
 	for _, line := range extra {
 		conf += line + "\n"
 	}
@@ -79,8 +119,13 @@ func (b *Broker) start() {
 // Addr is host:port.
 func (b *Broker) Addr() string { return "127.0.0.1:" + strconv.Itoa(b.Port) }
 
-// URL is the broker's tcp:// URL for MQTT clients.
-func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+// URL is the broker's URL for MQTT clients: tcp://, or ssl:// for a StartTLS broker.
+func (b *Broker) URL() string {
+	if b.tls {
+		return "ssl://" + b.Addr()
+	}
+	return "tcp://" + b.Addr()
+}
 
 // Stop stops the broker cleanly (SIGTERM), keeping its persistence for a later Restart.
 func (b *Broker) Stop() {
