@@ -21,8 +21,11 @@ func helperTags(idx *Index, digest string) []string {
 	var out []string
 	for _, d := range idx.Manifests {
 		ref := d.Annotations[AnnotationRefName]
+		if i := strings.LastIndex(ref, ":"); i >= 0 && strings.Contains(ref[:i], "/") {
+			ref = ref[i+1:] // a full reference: registry/repo:tag
+		}
 		if ref == "sha256-"+h || strings.HasPrefix(ref, "sha256-"+h+".") {
-			out = append(out, ref)
+			out = append(out, d.Annotations[AnnotationRefName])
 		}
 	}
 	return out

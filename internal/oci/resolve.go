@@ -18,8 +18,9 @@ type Image struct {
 }
 
 // helperTag matches tags that tools derive from an image digest: cosign's `sha256-<hex>.sig`,
-// `.att` and `.sbom`, and the OCI 1.1 referrers fallback tag `sha256-<hex>`.
-var helperTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.[a-z]+)?$`)
+// `.att` and `.sbom`, and the OCI 1.1 referrers fallback tag `sha256-<hex>`, bare or as a full
+// reference (`registry/repo:sha256-<hex>.sig`, as `crane pull --annotate-ref` writes them).
+var helperTag = regexp.MustCompile(`^(.*:)?sha256-[0-9a-f]{64}(\.[a-z]+)?$`)
 
 // IsHelperTag reports whether ref is a digest-derived helper tag rather than an image name.
 func IsHelperTag(ref string) bool { return helperTag.MatchString(ref) }
