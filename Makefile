@@ -46,7 +46,8 @@ vet:
 # Integration tests use the binaries and gadgets built above, a real Mosquitto and the real
 # kernel; they need root. Every fuzz target then runs for BPFLEET_FUZZTIME (default 10s).
 test: build vet
-	BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
+	scripts/interop-tools.sh >/dev/null
+	BPFLEET_INTEROP=1 BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
 	scripts/fuzz.sh
 	$(MAKE) testbed
 
@@ -54,7 +55,7 @@ demo: build
 	BPFLEET_BUILD=$(BUILD) scripts/demo.sh
 
 # Interoperability with the real cosign CLI (cmd/bpfleet/interop_test.go), against a registry on
-# loopback in a private network namespace. Not part of `make test`: the first install of cosign
+# loopback in a private network namespace; also part of `make test`. The first install of cosign
 # and crane builds them from source (about 4 minutes and 3 GB of Go caches on 2 cores); later
 # runs reuse them from ~/.cache/bpfleet/tools and take seconds.
 .PHONY: interop
@@ -120,3 +121,10 @@ testbed: deps testbed-deps
 testbed-all: deps testbed-deps
 	BPFLEET_TESTBED=1 BPFLEET_TESTBED_ARCHES="amd64 arm64 arm" BPFLEET_BUILD=$(BUILD) BPFLEET_CACHE=$(BPFLEET_CACHE) \
 		$(GO) test $(TESTBED_FLAGS) -run TestScenario ./testbed/
+
+# Benchmarks, not part of `make test`: every figure that says bpfleet is fast and small, with
+# its reference and goal (docs/performance.md). Needs root; about 5 minutes, plus about 6 once
+# to issue the catch-up history (cached in build/bench-cache). Knobs: BPFLEET_BENCH_*.
+.PHONY: bench
+bench: build
+	BPFLEET_BUILD=$(BUILD) $(GO) run ./bench -out bench/results.json
