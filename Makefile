@@ -123,7 +123,7 @@ testbed-all: deps testbed-deps
 		$(GO) test $(TESTBED_FLAGS) -run TestScenario ./testbed/
 
 # Benchmarks, not part of `make test`: every figure that says bpfleet is fast and small, with
-# its reference and goal (docs/performance.md). Needs root; about 5 minutes, plus about 6 once
+# its reference and goal (docs/performance.md). Needs root; about 2–3 minutes, plus about 6 once
 # to issue the catch-up history (cached in build/bench-cache). Knobs: BPFLEET_BENCH_*.
 .PHONY: bench
 bench: build
