@@ -244,10 +244,44 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	}
 	before := a.status.Version
 	a.behind, a.unanswered = false, 0
+	// Consecutive deltas that follow the store are applied as one chain (one transaction, one
+	// digest); anything else, or a chain that fails for any reason, goes one message at a time,
+	// which gives the precise reason.
+	var run []*sync.Delta
+	var runRaw [][]byte
+	flush := func() error {
+		now := sync.ClockKnown(a.now())
+		if len(run) > 1 && !a.root.Expired(now) {
+			if _, err := sync.ApplyChain(s, run, now); err == nil {
+				for _, d := range run {
+					a.applied(d, d.State)
+				}
+				run, runRaw = nil, nil
+				return nil
+			}
+		}
+		for _, m := range runRaw {
+			if err := a.handle(s, m); err != nil {
+				return err
+			}
+		}
+		run, runRaw = nil, nil
+		return nil
+	}
 	for _, msg := range b.Messages {
+		if u, err := a.root.Open(msg); err == nil && u.Delta != nil && u.Delta.Version == a.status.Version+1+uint64(len(run)) {
+			run, runRaw = append(run, u.Delta), append(runRaw, msg)
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
 		if err := a.handle(s, msg); err != nil {
 			return err
 		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	// Ask for more only if this batch moved us: a server that keeps promising versions it
 	// never sends must not make the device spin.
@@ -307,9 +341,7 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 	digest, err := sync.Apply(s, d, now)
 	switch {
 	case err == nil:
-		a.status.Version, a.status.StateDigest, a.status.LastSync = d.Version, digest, a.now().UTC()
-		a.status.Expires = time.Unix(d.Expires, 0).UTC()
-		a.log.Info("delta applied", "version", d.Version, "keys", len(d.Keys), "signatures", len(d.Signatures), "state_digest", digest)
+		a.applied(d, digest)
 	case errors.Is(err, sync.ErrStale):
 		// QoS 1 redelivers, and catch-up overlaps live updates: a replay is harmless once
 		// refused, and not worth an alarm.
@@ -323,6 +355,13 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 		return err
 	}
 	return nil
+}
+
+// applied records a delta the store now holds.
+func (a *Agent) applied(d *sync.Delta, digest string) {
+	a.status.Version, a.status.StateDigest, a.status.LastSync = d.Version, digest, a.now().UTC()
+	a.status.Expires = time.Unix(d.Expires, 0).UTC()
+	a.log.Info("delta applied", "version", d.Version, "keys", len(d.Keys), "signatures", len(d.Signatures), "state_digest", digest)
 }
 
 func (a *Agent) reject(err error, size int) {

@@ -100,10 +100,21 @@ func (t *TrustedRoot) Open(raw []byte) (Update, error) {
 // the store's digest would not be the one the delta names (ErrDiverged). In every case the
 // store is left as it was.
 func Apply(s *store.Store, d *Delta, now time.Time) (string, error) {
-	if !now.IsZero() && now.Unix() > d.Expires {
-		return "", fmt.Errorf("%w: delta %d expired at %s", ErrExpired, d.Version, time.Unix(d.Expires, 0).UTC().Format(time.RFC3339))
+	return ApplyChain(s, []*Delta{d}, now)
+}
+
+// ApplyChain applies consecutive deltas in one store transaction, hashing the state once (see
+// store.ApplyChain): what a device does with a catch-up batch. Errors are Apply's; on any
+// error nothing was written, and applying the deltas one at a time tells which one is at fault.
+func ApplyChain(s *store.Store, ds []*Delta, now time.Time) (string, error) {
+	changes := make([]store.Change, len(ds))
+	for i, d := range ds {
+		if !now.IsZero() && now.Unix() > d.Expires {
+			return "", fmt.Errorf("%w: delta %d expired at %s", ErrExpired, d.Version, time.Unix(d.Expires, 0).UTC().Format(time.RFC3339))
+		}
+		changes[i] = d.Change()
 	}
-	digest, err := s.Apply(d.Change())
+	digest, err := s.ApplyChain(changes)
 	switch {
 	case errors.Is(err, store.ErrOld):
 		return "", fmt.Errorf("%w: %v", ErrStale, err)

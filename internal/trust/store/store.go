@@ -139,8 +139,7 @@ func lowMemory(dir string) badger.Options {
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
 		WithNumCompactors(2).
-		WithNumGoroutines(2).
-		WithCompactL0OnClose(true)
+		WithNumGoroutines(2)
 }
 
 // acquire takes an exclusive flock on path, polling until wait has passed.
@@ -192,46 +191,102 @@ type Change struct {
 // Apply validates c against the store and writes it in one transaction. It returns the new state
 // digest. On any error nothing was written.
 func (s *Store) Apply(c Change) (string, error) {
-	return s.apply(c, true)
+	return s.apply([]Change{c}, true)
+}
+
+// ApplyChain applies consecutive changes in one transaction and computes the state digest once,
+// which makes catching up on many small deltas linear instead of quadratic. Each change must
+// follow the previous one (next version, base equal to its State); the intermediate digests are
+// taken from the changes, and the final one must be what the records hash to. The result is the
+// state applying them one by one gives; on any error nothing was written, and the caller can
+// apply them one by one to find which one is at fault.
+func (s *Store) ApplyChain(cs []Change) (string, error) {
+	if len(cs) == 0 {
+		return "", errors.New("apply chain: no changes")
+	}
+	return s.apply(cs, true)
 }
 
 // Digest returns the state digest Apply(c) would yield, writing nothing.
 func (s *Store) Digest(c Change) (string, error) {
-	return s.apply(c, false)
+	return s.apply([]Change{c}, false)
 }
 
-func (s *Store) apply(c Change, commit bool) (string, error) {
+// validate checks a change's records and returns its policy's encoding (nil if it has none).
+func validate(c Change) ([]byte, error) {
 	for i, k := range c.Keys {
 		if _, err := k.PublicKey(); err != nil {
-			return "", fmt.Errorf("apply version %d: %w: key %d: %w", c.Version, ErrInvalid, i, err)
+			return nil, fmt.Errorf("apply version %d: %w: key %d: %w", c.Version, ErrInvalid, i, err)
 		}
 	}
 	for i, sig := range c.Signatures {
 		if !trust.ValidDigest(sig.Digest) {
-			return "", fmt.Errorf("apply version %d: %w: signature %d: malformed digest %q", c.Version, ErrInvalid, i, sig.Digest)
+			return nil, fmt.Errorf("apply version %d: %w: signature %d: malformed digest %q", c.Version, ErrInvalid, i, sig.Digest)
 		}
 		if len(sig.Payload) == 0 || len(sig.Signature) == 0 {
-			return "", fmt.Errorf("apply version %d: %w: signature %d for %s: empty payload or signature", c.Version, ErrInvalid, i, sig.Digest)
+			return nil, fmt.Errorf("apply version %d: %w: signature %d for %s: empty payload or signature", c.Version, ErrInvalid, i, sig.Digest)
 		}
 	}
 	for i, r := range c.Revocations {
 		if err := r.Validate(); err != nil {
-			return "", fmt.Errorf("apply version %d: %w: revocation %d: %w", c.Version, ErrInvalid, i, err)
-		}
-	}
-	var policy []byte
-	if c.Policy != nil {
-		if err := c.Policy.Validate(); err != nil {
-			return "", fmt.Errorf("apply version %d: %w: policy: %w", c.Version, ErrInvalid, err)
-		}
-		var err error
-		if policy, err = recordEnc.Marshal(c.Policy); err != nil {
-			return "", err
+			return nil, fmt.Errorf("apply version %d: %w: revocation %d: %w", c.Version, ErrInvalid, i, err)
 		}
 	}
 	if c.TrustedRoot != nil && !json.Valid(c.TrustedRoot) {
-		return "", fmt.Errorf("apply version %d: %w: trusted root is not JSON", c.Version, ErrInvalid)
+		return nil, fmt.Errorf("apply version %d: %w: trusted root is not JSON", c.Version, ErrInvalid)
 	}
+	if c.Policy == nil {
+		return nil, nil
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("apply version %d: %w: policy: %w", c.Version, ErrInvalid, err)
+	}
+	return recordEnc.Marshal(c.Policy)
+}
+
+// write sets a change's records in txn.
+func write(txn *badger.Txn, c Change, policy []byte) error {
+	for _, k := range c.Keys {
+		if err := txn.Set([]byte(keyPrefix+k.ID()), k.DER); err != nil {
+			return err
+		}
+	}
+	for _, sig := range c.Signatures {
+		v, err := recordEnc.Marshal(sig)
+		if err != nil {
+			return err
+		}
+		if err := txn.Set([]byte(sigPrefix+sig.Digest+"/"+sig.ID()), v); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.Revocations {
+		if err := txn.Set([]byte(revPrefix+r.Kind+"/"+r.Value), nil); err != nil {
+			return err
+		}
+	}
+	if policy != nil {
+		if err := txn.Set([]byte(policyKey), policy); err != nil {
+			return err
+		}
+	}
+	if c.TrustedRoot != nil {
+		if err := txn.Set([]byte(sigstoreKey), c.TrustedRoot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) apply(cs []Change, commit bool) (string, error) {
+	policies := make([][]byte, len(cs))
+	for i, c := range cs {
+		var err error
+		if policies[i], err = validate(c); err != nil {
+			return "", err
+		}
+	}
+	first, last := cs[0], cs[len(cs)-1]
 	var digest string
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
@@ -240,60 +295,42 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 		if err != nil {
 			return err
 		}
-		if c.Version <= current {
-			return fmt.Errorf("%w: change is version %d, store is at %d", ErrOld, c.Version, current)
+		if first.Version <= current {
+			return fmt.Errorf("%w: change is version %d, store is at %d", ErrOld, first.Version, current)
 		}
-		if c.Version > current+1 {
-			return fmt.Errorf("%w: change is version %d, store is at %d", ErrAhead, c.Version, current)
+		if first.Version > current+1 {
+			return fmt.Errorf("%w: change is version %d, store is at %d", ErrAhead, first.Version, current)
 		}
 		base, err := currentDigest(txn, current)
 		if err != nil {
 			return err
 		}
-		if c.Base != base {
-			return fmt.Errorf("%w: change %d applies to %s, store %d is %s", ErrBase, c.Version, c.Base, current, base)
+		if first.Base != base {
+			return fmt.Errorf("%w: change %d applies to %s, store %d is %s", ErrBase, first.Version, first.Base, current, base)
 		}
-		for _, k := range c.Keys {
-			if err := txn.Set([]byte(keyPrefix+k.ID()), k.DER); err != nil {
+		for i, c := range cs {
+			if i > 0 {
+				prev := cs[i-1]
+				if c.Version != prev.Version+1 || prev.State == "" || c.Base != prev.State {
+					return fmt.Errorf("%w: change %d does not follow change %d in the chain", ErrBase, c.Version, prev.Version)
+				}
+			}
+			if err := write(txn, c, policies[i]); err != nil {
 				return err
 			}
 		}
-		for _, sig := range c.Signatures {
-			v, err := recordEnc.Marshal(sig)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set([]byte(sigPrefix+sig.Digest+"/"+sig.ID()), v); err != nil {
-				return err
-			}
-		}
-		for _, r := range c.Revocations {
-			if err := txn.Set([]byte(revPrefix+r.Kind+"/"+r.Value), nil); err != nil {
-				return err
-			}
-		}
-		if policy != nil {
-			if err := txn.Set([]byte(policyKey), policy); err != nil {
-				return err
-			}
-		}
-		if c.TrustedRoot != nil {
-			if err := txn.Set([]byte(sigstoreKey), c.TrustedRoot); err != nil {
-				return err
-			}
-		}
-		if err := txn.Set([]byte(versionKey), binary.BigEndian.AppendUint64(nil, c.Version)); err != nil {
+		if err := txn.Set([]byte(versionKey), binary.BigEndian.AppendUint64(nil, last.Version)); err != nil {
 			return err
 		}
-		if err := txn.Set([]byte(expiresKey), binary.BigEndian.AppendUint64(nil, uint64(c.Expires))); err != nil {
+		if err := txn.Set([]byte(expiresKey), binary.BigEndian.AppendUint64(nil, uint64(last.Expires))); err != nil {
 			return err
 		}
-		sum, err := stateDigest(txn, c.Version)
+		sum, err := stateDigest(txn, last.Version)
 		if err != nil {
 			return err
 		}
-		if c.State != "" && c.State != sum {
-			return fmt.Errorf("%w: change %d names %s, records hash to %s", ErrState, c.Version, c.State, sum)
+		if last.State != "" && last.State != sum {
+			return fmt.Errorf("%w: change %d names %s, records hash to %s", ErrState, last.Version, last.State, sum)
 		}
 		digest = sum
 		if err := txn.Set([]byte(digestKey), []byte(sum)); err != nil {
@@ -305,7 +342,10 @@ func (s *Store) apply(c Change, commit bool) (string, error) {
 		return txn.Commit()
 	}()
 	if err != nil {
-		return "", fmt.Errorf("apply version %d: %w", c.Version, err)
+		if len(cs) > 1 {
+			return "", fmt.Errorf("apply versions %d-%d: %w", first.Version, last.Version, err)
+		}
+		return "", fmt.Errorf("apply version %d: %w", first.Version, err)
 	}
 	return digest, nil
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,5 +289,62 @@ func TestRevocationsPolicyAndTrustedRoot(t *testing.T) {
 	}
 	if after, _ := s.Dump(); !maps.EqualFunc(before, after, bytes.Equal) {
 		t.Fatal("store changed by invalid changes")
+	}
+}
+
+// TestApplyChain: a chain applied in one transaction gives the state applying it change by
+// change gives, and a broken chain changes nothing.
+func TestApplyChain(t *testing.T) {
+	seq, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seq.Close()
+	base := emptyDigest(t, seq)
+	var chain []Change
+	prev := base
+	for v := uint64(1); v <= 4; v++ {
+		c := Change{Version: v, Base: prev, Expires: int64(1700000000 + v), Keys: []trust.Key{testKey(t)},
+			Revocations: []trust.Revocation{{Kind: trust.RevokeDigest, Value: "sha256:" + strings.Repeat(fmt.Sprint(v), 64)}}}
+		if v == 3 {
+			c.Policy = &trust.Policy{Scopes: []trust.Scope{{Match: "*", Level: trust.Audit}}}
+		}
+		if c.State, err = seq.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+		prev = c.State
+		chain = append(chain, c)
+	}
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	broken := func(mutate func([]Change)) []Change {
+		cs := slices.Clone(chain)
+		mutate(cs)
+		return cs
+	}
+	for name, cs := range map[string][]Change{
+		"gap":         broken(func(cs []Change) { cs[2].Version = 9 }),
+		"wrong base":  broken(func(cs []Change) { cs[1].Base = base }),
+		"wrong final": broken(func(cs []Change) { cs[3].State = base }),
+		"no states":   broken(func(cs []Change) { cs[0].State = "" }),
+	} {
+		if _, err := s.ApplyChain(cs); err == nil {
+			t.Errorf("%s: applied", name)
+		}
+		if snap, _ := s.Snapshot(); snap.Version() != 0 {
+			t.Fatalf("%s: store moved to %d", name, snap.Version())
+		}
+	}
+	got, err := s.ApplyChain(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := seq.Dump()
+	have, _ := s.Dump()
+	if got != prev || !maps.EqualFunc(want, have, bytes.Equal) {
+		t.Fatalf("chain applied at once: digest %s (sequential %s), stores equal %t", got, prev, maps.EqualFunc(want, have, bytes.Equal))
 	}
 }
