@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -136,6 +137,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer dev.Close()
 	dev.ReportStatus(a.status)
+	// Start-up read the whole store (to verify its digest): hand that memory back before
+	// idling, rather than at the runtime's next forced collection minutes later.
+	debug.FreeOSMemory()
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "fleet", a.cfg.Fleet, "broker", a.cfg.Broker,
 		"root", a.root.Version, "version", a.status.Version, "state_digest", a.status.StateDigest)
 	catchUp := time.NewTicker(catchUpInterval)
