@@ -68,6 +68,15 @@ func issued(raw []byte, out, broker, fleet string) error {
 	return nil
 }
 
+// issuer opens the fleet history in stateDir for issuing.
+func issuer(stateDir string) (*sync.Issuer, error) {
+	h, err := sync.OpenHistory(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return h.Issue()
+}
+
 func clientID() string { return fmt.Sprintf("bpfleetctl-%d", os.Getpid()) }
 
 func rootCmd() *cobra.Command {
@@ -95,11 +104,7 @@ func rootCmd() *cobra.Command {
 			if spec.DeltaKeys, err = loadPublicKeys(deltaKeys); err != nil {
 				return err
 			}
-			h, err := sync.OpenHistory(stateDir)
-			if err != nil {
-				return err
-			}
-			is, err := h.Issue()
+			is, err := issuer(stateDir)
 			if err != nil {
 				return err
 			}
@@ -201,11 +206,7 @@ func deltaCmd() *cobra.Command {
 					return err
 				}
 			}
-			h, err := sync.OpenHistory(stateDir)
-			if err != nil {
-				return err
-			}
-			is, err := h.Issue()
+			is, err := issuer(stateDir)
 			if err != nil {
 				return err
 			}
