@@ -304,8 +304,8 @@ func TestRepository(t *testing.T) {
 func TestIsHelperTag(t *testing.T) {
 	h := strings.Repeat("ab", 32)
 	for ref, want := range map[string]bool{
-		"sha256-" + h + ".sig":                       true,
-		"sha256-" + h:                                true,
+		"sha256-" + h + ".sig": true,
+		"sha256-" + h:          true,
 		"127.0.0.1:5000/acme/g:sha256-" + h + ".sig": true,
 		"ghcr.io/acme/g:sha256-" + h + ".att":        true,
 		"trace_exec:latest":                          false,
