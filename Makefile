@@ -8,7 +8,7 @@ GOARCH  := $(shell $(GO) env GOARCH)
 BPF_ARCH_amd64 := x86
 BPF_ARCH_arm64 := arm64
 BPF_ARCH_arm   := arm
-GADGETS := trace_exec trace_open trace_tcpconnect trace_signal
+GADGETS := trace_exec trace_open trace_tcpconnect trace_signal trace_kprobe_exec
 GADGET_OBJS := $(GADGETS:%=$(BUILD)/gadgets/%.bpf.o)
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
@@ -48,6 +48,7 @@ vet:
 test: build vet
 	scripts/interop-tools.sh >/dev/null
 	BPFLEET_INTEROP=1 BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
+	GO=$(GO) scripts/store32.sh
 	scripts/fuzz.sh
 	$(MAKE) testbed
 

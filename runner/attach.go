@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -21,6 +23,12 @@ const (
 	attachTracepoint attachKind = iota
 	attachRawTracepoint
 	attachBTFTracepoint
+	attachKprobe
+	attachKretprobe
+	attachFentry
+	attachFexit
+	attachUprobe
+	attachUretprobe
 )
 
 // program says how one program of the gadget is attached.
@@ -29,7 +37,8 @@ type program struct {
 	section string
 	kind    attachKind
 	group   string // tracepoint category; tracepoints only
-	target  string // tracepoint name
+	target  string // tracepoint name, kernel function or, for uprobes, the symbol
+	path    string // uprobes only: the executable or library
 }
 
 // planAttach decides, from the section names alone, how every program is
@@ -69,6 +78,22 @@ func parseSection(section string) (program, error) {
 		p.kind, p.target = attachRawTracepoint, rest
 	case "tp_btf":
 		p.kind, p.target = attachBTFTracepoint, rest
+	case "kprobe", "kretprobe", "fentry", "fexit":
+		// A kernel function, by name only (no +offset, no module prefix).
+		if strings.ContainsAny(rest, "/+: \t") {
+			return p, fmt.Errorf("section %q: want %s/<kernel function>", section, kind)
+		}
+		p.kind = map[string]attachKind{"kprobe": attachKprobe, "kretprobe": attachKretprobe,
+			"fentry": attachFentry, "fexit": attachFexit}[kind]
+		p.target = rest
+	case "uprobe", "uretprobe":
+		// uprobe/<absolute path>:<symbol>; the path may itself contain '/'.
+		i := strings.LastIndexByte(rest, ':')
+		if i <= 0 || i == len(rest)-1 || !strings.HasPrefix(rest, "/") || strings.ContainsAny(rest[i+1:], "/+ \t") {
+			return p, fmt.Errorf("section %q: want %s/<absolute path>:<symbol>", section, kind)
+		}
+		p.kind = map[string]attachKind{"uprobe": attachUprobe, "uretprobe": attachUretprobe}[kind]
+		p.path, p.target = rest[:i], rest[i+1:]
 	default:
 		return p, fmt.Errorf("section %q: %w %q", section, errUnsupportedAttach, kind)
 	}
@@ -86,12 +111,71 @@ func (p program) attach(prog *ebpf.Program) (link.Link, error) {
 		l, err = link.Tracepoint(p.group, p.target, prog, nil)
 	case attachRawTracepoint:
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.target, Program: prog})
-	case attachBTFTracepoint:
+	case attachBTFTracepoint, attachFentry, attachFexit:
 		// The target was resolved from the section name when the program was loaded.
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		if errors.Is(err, ebpf.ErrNotSupported) && p.kind != attachBTFTracepoint {
+			err = fmt.Errorf("fentry/fexit are not supported by this kernel (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS, BPF trampolines): %w", err)
+		}
+	case attachKprobe, attachKretprobe:
+		if err = probesSupported("kprobe"); err == nil {
+			if p.kind == attachKprobe {
+				l, err = link.Kprobe(p.target, prog, nil)
+			} else {
+				l, err = link.Kretprobe(p.target, prog, nil)
+			}
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				err = fmt.Errorf("kprobes are not supported by this kernel (CONFIG_KPROBES): %w", err)
+			}
+		}
+	case attachUprobe, attachUretprobe:
+		if err = probesSupported("uprobe"); err == nil {
+			var ex *link.Executable
+			if ex, err = link.OpenExecutable(p.path); err == nil {
+				if p.kind == attachUprobe {
+					l, err = ex.Uprobe(p.target, prog, nil)
+				} else {
+					l, err = ex.Uretprobe(p.target, prog, nil)
+				}
+			}
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				err = fmt.Errorf("uprobes are not supported by this kernel (CONFIG_UPROBES): %w", err)
+			}
+		}
+	default:
+		err = fmt.Errorf("%w %d", errUnsupportedAttach, p.kind)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attach %s (section %s): %w", p.name, p.section, err)
 	}
 	return l, nil
+}
+
+// sysfsEventSources and tracefsDirs are where the kernel offers the two ways
+// cilium/ebpf creates a k- or uprobe: a perf PMU, or the tracefs probe_events
+// file. Variables so tests can point them elsewhere.
+var (
+	sysfsEventSources = "/sys/bus/event_source/devices"
+	tracefsDirs       = []string{tracefsDir, "/sys/kernel/debug/tracing"}
+)
+
+// probesSupported tells whether the kernel can create probes of type typ
+// ("kprobe" or "uprobe"), so that a kernel built without them gets an error
+// that names the missing feature rather than a missing file. It returns an
+// error wrapping [ebpf.ErrNotSupported] when it cannot.
+func probesSupported(typ string) error {
+	if _, err := os.Stat(filepath.Join(sysfsEventSources, typ, "type")); err == nil {
+		return nil
+	}
+	// Without the PMU, cilium/ebpf falls back to tracefs, which a minimal
+	// init may not have mounted.
+	ensureTracefs()
+	for _, dir := range tracefsDirs {
+		if _, err := os.Stat(filepath.Join(dir, typ+"_events")); err == nil {
+			return nil
+		}
+	}
+	config := map[string]string{"kprobe": "CONFIG_KPROBES", "uprobe": "CONFIG_UPROBES"}[typ]
+	return fmt.Errorf("%ss are not supported by this kernel (%s): no %s PMU in %s and no %s_events in tracefs: %w",
+		typ, config, typ, sysfsEventSources, typ, ebpf.ErrNotSupported)
 }

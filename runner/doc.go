@@ -7,7 +7,9 @@
 // optional 64-bit global <map>_lost_samples counts events the gadget dropped
 // because the ring buffer was full. Programs are attached according to their
 // ELF section: tracepoint/<category>/<name>, raw_tracepoint/<name> (or
-// raw_tp/<name>) and tp_btf/<name>. Events are decoded from the BTF of the
+// raw_tp/<name>), tp_btf/<name>, kprobe/<fn> and kretprobe/<fn>, fentry/<fn> and
+// fexit/<fn>, uprobe//<path>:<symbol> and uretprobe//<path>:<symbol>; a kernel
+// without the facility is named in the error (CONFIG_KPROBES, lockdown). Events are decoded from the BTF of the
 // event struct; members declared with a gadget_* typedef keep that name in
 // [Field.Tag], and a gadget_timestamp (nanoseconds since boot) becomes a
 // wall-clock [time.Time], a gadget_errno an [Errno] and a gadget_signal a

@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -64,6 +66,21 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 	return stats, nil
 }
 
+// loadError explains a refused load. BPF tracing programs (fentry/fexit) are refused with
+// EPERM by kernels in lockdown and some hardened builds; cilium/ebpf's generic hint about
+// memlock would mislead there.
+func loadError(plan []program, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		for _, p := range plan {
+			if p.kind == attachFentry || p.kind == attachFexit {
+				return fmt.Errorf("load: %s programs (section %s) are refused by this kernel (BPF tracing programs need a kernel without lockdown and with BTF trampolines): %w",
+					strings.SplitN(p.section, "/", 2)[0], p.section, err)
+			}
+		}
+	}
+	return fmt.Errorf("load: %w", err)
+}
+
 func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) error {
 	if opts.Timeout < 0 || opts.MaxEvents < 0 {
 		return errors.New("negative Timeout or MaxEvents")
@@ -115,7 +132,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	spec.Variables = nil
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return fmt.Errorf("load: %w", err)
+		return loadError(g.attach, err)
 	}
 	defer coll.Close()
 

@@ -19,8 +19,9 @@ import (
 // The testbed scenario, per architecture: a firmware image with the fleet's root only boots
 // in QEMU inside a fresh network namespace whose Mosquitto is the only thing it can reach;
 // the host publishes a trust delta for a new gadget key; once the device reports it, the host
-// stops the broker; the guest verifies and runs the gadget offline, sees its own exec, and
-// refuses a tampered copy. The guest reports on the console; this test asserts every step.
+// stops the broker; the guest verifies and runs the gadget offline, sees its own exec, does
+// the same with a kprobe gadget (trace_kprobe_exec, trusted by the same delta), and refuses a
+// tampered copy. The guest reports on the console; this test asserts every step.
 
 const guestTimeout = 90 // seconds for each wait inside the guest
 
@@ -112,8 +113,10 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 			t.Fatal(err)
 		}
 	}
-	if err := CompileGadget(k, filepath.Join(h.repo, "gadgets/trace_exec/program.bpf.c"), filepath.Join(h.repo, "gadgets/include"), p("trace_exec.bpf.o")); err != nil {
-		t.Fatal(err)
+	for _, g := range []string{"trace_exec", "trace_kprobe_exec"} {
+		if err := CompileGadget(k, filepath.Join(h.repo, "gadgets", g, "program.bpf.c"), filepath.Join(h.repo, "gadgets/include"), p(g+".bpf.o")); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Operator: keys, the gadget packaged for this arch and signed, a tampered copy, root 1.
@@ -126,6 +129,10 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	h.run(t, h.ctl, "package", "--layout", p("trace_exec"), "--ref", "trace_exec:latest", "--arch", arch.Name,
 		"--elf", p("trace_exec.bpf.o"), "--metadata", meta)
 	h.run(t, h.ctl, "sign", "--layout", p("trace_exec"), "--key", p("keys/gadget.key"), "trace_exec:latest")
+	// The kprobe gadget, signed with the same key and trusted by the same delta.
+	h.run(t, h.ctl, "package", "--layout", p("trace_kprobe_exec"), "--ref", "trace_kprobe_exec:latest", "--arch", arch.Name,
+		"--elf", p("trace_kprobe_exec.bpf.o"), "--metadata", filepath.Join(h.repo, "gadgets/trace_kprobe_exec/gadget.yaml"))
+	h.run(t, h.ctl, "sign", "--layout", p("trace_kprobe_exec"), "--key", p("keys/gadget.key"), "trace_kprobe_exec:latest")
 	obj, err := os.ReadFile(p("trace_exec.bpf.o"))
 	if err != nil {
 		t.Fatal(err)
@@ -171,12 +178,12 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 
 	// The firmware: pre-provisioned with the fleet's root only.
 	sc, _ := json.Marshal(map[string]any{"broker": fmt.Sprintf("10.0.2.2:%d", broker.Port), "gadget": "trace_exec:latest",
-		"tampered": "trace_exec:tampered", "probe": "/bin/bpfleet-probe", "timeout": guestTimeout})
+		"tampered": "trace_exec:tampered", "kprobe": "trace_kprobe_exec:latest", "probe": "/bin/bpfleet-probe", "timeout": guestTimeout})
 	initrd := p("initrd.gz")
 	modules, err := firmware.BuildFile(firmware.Spec{
 		Arch: arch.Name, Init: p("init"), AgentBin: p("bpfleet"), Root: p("fleet/root.cbor"),
 		Agent:         firmware.Agent{DeviceID: device, Fleet: fleet, Broker: fmt.Sprintf("tcp://10.0.2.2:%d", broker.Port)},
-		Layouts:       []string{p("trace_exec"), p("tampered")},
+		Layouts:       []string{p("trace_exec"), p("tampered"), p("trace_kprobe_exec")},
 		Network:       &firmware.Network{Interface: "eth0", Address: "10.0.2.15/24", Gateway: "10.0.2.2"},
 		KernelModules: k.Modules, Modules: arch.Modules,
 		Files: []firmware.File{
@@ -214,7 +221,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 
 	// Trust arrives over MQTT: the delta trusts the gadget key and the gadget's signature.
 	h.run(t, h.ctl, "delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key"),
-		"--trust-key", p("keys/gadget.pub"), "--signatures-from", p("trace_exec"), "-o", p("delta-1.cbor"))
+		"--trust-key", p("keys/gadget.pub"), "--signatures-from", p("trace_exec"), "--signatures-from", p("trace_kprobe_exec"), "-o", p("delta-1.cbor"))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	pub := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, h.ctl, "publish", "--broker", broker.URL(), "--fleet", fleet,
@@ -239,15 +246,23 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		t.Fatalf("guest error: %s", r["error"])
 	}
 	want := map[string]string{
-		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": "2",
+		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": "3",
 		"pre_trust": "refused", "trust_version": "1", "trust_keys": "1", "broker": "gone", "verify": "ok",
 		"event_comm": "bpfleet-probe", "event_pid_match": "true", "tampered": "refused", "done": "ok",
+		// The kprobe gadget (kprobe/bprm_execve) sees the probe's exec before the probe runs:
+		// its comm is still that of the guest's /init.
+		"kprobe_verify": "ok", "kprobe_event_filename": "/bin/bpfleet-probe", "kprobe_event_comm": "init",
+		"kprobe_event_pid_match": "true",
 	}
 	if !arch.HasBTF {
 		// Debian's armmp kernel has no BTF: the gadget is verified but cannot be run.
 		want["btf"], want["gadget"] = "false", "skipped"
 		delete(want, "event_comm")
 		delete(want, "event_pid_match")
+		want["kprobe_gadget"] = "skipped"
+		delete(want, "kprobe_event_filename")
+		delete(want, "kprobe_event_comm")
+		delete(want, "kprobe_event_pid_match")
 	}
 	for key, v := range want {
 		if r[key] != v {
@@ -259,6 +274,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	}
 	if !strings.Contains(r["tampered_reason"], "refusing to run") {
 		t.Errorf("tampered gadget refused for %q, want refusing to run", r["tampered_reason"])
+	}
+	if arch.HasBTF {
+		t.Logf("%s kprobe event: %s (%s ms from starting the gadget)", arch.Name, r["kprobe_event"], r["kprobe_attach_to_event_ms"])
 	}
 	if r["verify_key"] == "" {
 		t.Error("guest verify reported no key")

@@ -7,8 +7,9 @@
 // (values with spaces are Go-quoted), which the host test parses: images imported; gadget
 // refused before any trust; agent receives the trust delta over MQTT; broker gone; gadget
 // verified and run offline while this program execs a probe, with its events echoed as
-// BPFLEET-EVENT lines; tampered gadget refused. Its last line is BPFLEET-RESULT done=ok or
-// error=...; then it powers the machine off. Run as /bin/bpfleet-probe (a symlink to it), it
+// BPFLEET-EVENT lines; a second signed gadget, attached by kprobe, verified and run the same
+// way (kprobe_* results, with the decoded event); tampered gadget refused. Its last line is
+// BPFLEET-RESULT done=ok or error=...; then it powers the machine off. Run as /bin/bpfleet-probe (a symlink to it), it
 // exits at once: that exec is what the gadget must see.
 package main
 
@@ -40,6 +41,7 @@ type scenario struct {
 	Broker   string `json:"broker"`   // host:port of the broker, as the guest reaches it
 	Gadget   string `json:"gadget"`   // the signed gadget the delta trusts
 	Tampered string `json:"tampered"` // a gadget that must be refused
+	Kprobe   string `json:"kprobe"`   // a signed kprobe gadget the delta trusts; "" skips it
 	Probe    string `json:"probe"`    // path of the probe to exec while the gadget runs
 	Timeout  int    `json:"timeout"`  // seconds for each wait
 }
@@ -206,6 +208,11 @@ func run() error {
 	} else if err := runGadget(sc, wait); err != nil {
 		return err
 	}
+	if sc.Kprobe != "" {
+		if err := runKprobeGadget(sc, wait, btfErr == nil); err != nil {
+			return err
+		}
+	}
 
 	out, err = bpfleet("run", sc.Tampered, "--timeout", "2s")
 	if err == nil {
@@ -218,9 +225,47 @@ func run() error {
 
 // runGadget runs the gadget and execs the probe until the gadget reports that exec.
 func runGadget(sc scenario, wait time.Duration) error {
+	comm := filepath.Base(sc.Probe)
+	return watchGadget(sc.Gadget, sc.Probe, wait, func(ev map[string]any) bool { return ev["comm"] == comm },
+		func(ev map[string]any, probes map[string]bool, start time.Duration) {
+			result("first_event_ms", ms(boot.Uptime()))
+			result("attach_to_event_ms", ms(boot.Uptime()-start))
+			result("event_comm", fmt.Sprint(ev["comm"]))
+			result("event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		}, "")
+}
+
+// runKprobeGadget verifies and runs the kprobe gadget (kprobe/bprm_execve), offline like the
+// first, and execs the probe until the gadget reports it: its event is taken before the new
+// program is loaded, so it is recognised by filename rather than comm.
+func runKprobeGadget(sc scenario, wait time.Duration, btf bool) error {
+	if _, err := bpfleet("verify", sc.Kprobe); err != nil {
+		return fmt.Errorf("verify %s offline: %w", sc.Kprobe, err)
+	}
+	result("kprobe_verify", "ok")
+	if !btf {
+		result("kprobe_gadget", "skipped")
+		return nil
+	}
+	return watchGadget(sc.Kprobe, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
+		func(ev map[string]any, probes map[string]bool, start time.Duration) {
+			result("kprobe_attach_to_event_ms", ms(boot.Uptime()-start))
+			b, _ := json.Marshal(ev)
+			result("kprobe_event", string(b))
+			result("kprobe_event_filename", fmt.Sprint(ev["filename"]))
+			result("kprobe_event_comm", fmt.Sprint(ev["comm"]))
+			result("kprobe_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		}, "kprobe_")
+}
+
+// watchGadget runs gadget and execs probe every 200 ms until an event matches; found reports
+// it with the PIDs of the probes started and when the gadget was started. The summary lines
+// are reported with keys prefixed by prefix.
+func watchGadget(gadget, probe string, wait time.Duration, match func(map[string]any) bool,
+	found func(ev map[string]any, probes map[string]bool, start time.Duration), prefix string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, firmware.AgentPath, "--data-dir", firmware.DataDir, "run", sc.Gadget, "-o", "json")
+	cmd := exec.CommandContext(ctx, firmware.AgentPath, "--data-dir", firmware.DataDir, "run", gadget, "-o", "json")
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -232,7 +277,6 @@ func runGadget(sc scenario, wait time.Duration) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	comm := filepath.Base(sc.Probe)
 	seen := make(chan map[string]any, 1)
 	events := 0
 	done := make(chan struct{})
@@ -243,7 +287,7 @@ func runGadget(sc scenario, wait time.Duration) error {
 			events++
 			fmt.Printf("BPFLEET-EVENT %s\n", s.Bytes())
 			var ev map[string]any
-			if json.Unmarshal(s.Bytes(), &ev) == nil && ev["comm"] == comm {
+			if json.Unmarshal(s.Bytes(), &ev) == nil && match(ev) {
 				select {
 				case seen <- ev:
 				default:
@@ -254,16 +298,13 @@ func runGadget(sc scenario, wait time.Duration) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	probes := map[string]bool{} // PIDs of the probes started
-	for found := false; !found; {
+	for seenIt := false; !seenIt; {
 		select {
 		case ev := <-seen:
-			found = true
-			result("first_event_ms", ms(boot.Uptime()))
-			result("attach_to_event_ms", ms(boot.Uptime()-start))
-			result("event_comm", fmt.Sprint(ev["comm"]))
-			result("event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+			seenIt = true
+			found(ev, probes, start)
 		case <-tick.C:
-			p := exec.Command(sc.Probe)
+			p := exec.Command(probe)
 			if err := p.Run(); err != nil {
 				return fmt.Errorf("probe: %w", err)
 			}
@@ -271,17 +312,17 @@ func runGadget(sc scenario, wait time.Duration) error {
 		case <-ctx.Done():
 			<-done
 			cmd.Wait()
-			return fmt.Errorf("gadget reported no exec of %s within %s: %s", comm, wait, stderr.String())
+			return fmt.Errorf("gadget %s reported no exec of %s within %s: %s", gadget, probe, wait, stderr.String())
 		}
 	}
 	cmd.Cancel()
 	<-done
 	err = cmd.Wait()
 	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("run %s: %w: %s", sc.Gadget, err, stderr.String())
+		return fmt.Errorf("run %s: %w: %s", gadget, err, stderr.String())
 	}
-	result("events", strconv.Itoa(events))
-	result("run_summary", lastLine(stderr.String()))
+	result(prefix+"events", strconv.Itoa(events))
+	result(prefix+"run_summary", lastLine(stderr.String()))
 	return nil
 }
 
