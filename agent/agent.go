@@ -51,9 +51,10 @@ func New(cfg Config, dataDir string, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, dataDir: dataDir, log: log, now: time.Now}
 	err = a.withStore(0, func(s *store.Store) error {
-		// Refuse to start on a store whose records do not match its digest: it was changed
-		// behind our back or damaged, and its trust cannot be relied on.
-		if err := s.Verify(); err != nil {
+		// Refuse to start on a store that fails its self-check or whose records do not match
+		// its digest: the platform corrupts it, or it was changed behind our back or damaged,
+		// and its trust cannot be relied on.
+		if err := s.SelfCheck(); err != nil {
 			return err
 		}
 		raw, err := s.Root()

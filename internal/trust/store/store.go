@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,8 +87,16 @@ func Open(dir string, o Options) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
 	}
-	db, err := badger.Open(lowMemory(dir))
+	opts := lowMemory(dir)
+	db, err := badger.Open(opts)
 	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
+	}
+	// Refuse a store this platform cannot keep: a Badger that garbles records would lose
+	// trust silently (see for32Bit).
+	if err := selfCheck(db, opts); err != nil {
+		db.Close()
 		lock.Close()
 		return nil, fmt.Errorf("open trust store %s: %w", dir, err)
 	}
@@ -126,7 +135,7 @@ func removeEmptyLogs(dir string) error {
 // about 1.2 MB, more than the largest message the protocol accepts (1 MiB). Writes are synced
 // so that an acknowledged delta survives power loss.
 func lowMemory(dir string) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithSyncWrites(true).
 		WithMemTableSize(8 << 20).
@@ -140,6 +149,32 @@ func lowMemory(dir string) badger.Options {
 		WithCompression(options.None).
 		WithNumCompactors(2).
 		WithNumGoroutines(2)
+	if bits.UintSize == 32 {
+		o = for32Bit(o)
+	}
+	return o
+}
+
+// for32Bit works around a ristretto bug that corrupts tables on 32-bit platforms (386, armv7):
+// Badger builds each table in a z.Allocator, whose Allocate records a move to its next buffer
+// as uint64((bufIdx+1)<<32) with bufIdx an int; on 32-bit that shift is 0, so once a builder
+// outgrows the allocator's first buffer it starts again at offset 0 of that buffer, over the
+// blocks it has already written. Present in ristretto v2.2.0 through v2.4.2 at least
+// (z/allocator.go). The first buffer is sized from the table size Badger asks for, 2×TableSize
+// rounded up to a power of two, and that is all a 32-bit build can use. The memtable flush
+// writes a whole memtable (8 MiB) into one level-0 table built with TableSize =
+// BaseTableSize (2 MiB above: a 4 MiB buffer), which overflows it: 100,000 small records
+// garble or panic. Tables as large as the memtable and a multiplier of 1 make every table
+// builder's buffer 16 MiB, twice the most any of our tables holds.
+// Not covered: a level-0-to-level-0 compaction asks for a table of MaxUint32 bytes, which a
+// 32-bit int makes -1 and the allocator then 512 bytes whenever Badger's pool has none to
+// reuse. Badger only does that with at least four idle level-0 tables it cannot move down,
+// which a trust store's few MB hardly produce; the probe records Open checks would show it.
+// TestBigStoreRoundTrip, run as a 386 and an armv7 binary by scripts/store32.sh, checks this.
+func for32Bit(o badger.Options) badger.Options {
+	o = o.WithBaseTableSize(o.MemTableSize)
+	o.TableSizeMultiplier = 1
+	return o
 }
 
 // acquire takes an exclusive flock on path, polling until wait has passed.
