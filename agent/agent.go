@@ -76,12 +76,48 @@ func New(cfg Config, dataDir string, log *slog.Logger) (*Agent, error) {
 				return err
 			}
 		}
-		return a.readState(s)
+		if err := a.readState(s); err != nil {
+			return err
+		}
+		for _, path := range cfg.Provision {
+			if err := a.provision(s, path); err != nil {
+				return fmt.Errorf("provisioned update %s: %w", path, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return a, nil
+}
+
+// provision applies a sealed root or delta shipped with the device (in its firmware), offline,
+// with exactly the checks of one received over MQTT. One the store already has is skipped; one
+// that is rejected stops the agent: the firmware does not match the fleet.
+func (a *Agent) provision(s *store.Store, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	u, err := sync.Inspect(raw)
+	if err != nil {
+		return err
+	}
+	if (u.Root != nil && u.Root.Version <= a.root.Version) || (u.Delta != nil && u.Delta.Version <= a.status.Version) {
+		return nil
+	}
+	before := a.status.LastRejectionAt
+	if err := a.handle(s, raw); err != nil {
+		return err
+	}
+	if a.status.LastRejectionAt != before {
+		return errors.New(a.status.LastRejection)
+	}
+	if u.Delta != nil && a.status.Version != u.Delta.Version {
+		return fmt.Errorf("delta %d not applied (the store is at %d)", u.Delta.Version, a.status.Version)
+	}
+	return nil
 }
 
 func (a *Agent) readState(s *store.Store) error {

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -335,5 +336,45 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(n); got != want {
 			t.Errorf("retryAfter(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// TestProvisionedUpdates: sealed deltas shipped with the device are applied at start with no
+// broker at all, skipped once the store has them, and a bad one stops the agent.
+func TestProvisionedUpdates(t *testing.T) {
+	f := newFixture(t)
+	f.broker.Stop()
+	dir := t.TempDir()
+	var files []string
+	for i := range 2 {
+		raw, _ := f.delta()
+		p := filepath.Join(dir, fmt.Sprintf("delta-%d.cbor", i+1))
+		if err := os.WriteFile(p, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	f.cfg.Provision = files
+	for range 2 { // the second start finds both applied and skips them
+		if _, err := New(f.cfg, f.dataDir, slog.New(slog.NewTextHandler(f.log, nil))); err != nil {
+			t.Fatal(err)
+		}
+		st, err := TrustStatus(f.dataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, d, _ := f.history.Latest(); st.Version != 2 || st.StateDigest != d || v != 2 {
+			t.Fatalf("after provisioning: %+v, history at %d %s", st, v, d)
+		}
+	}
+	forged, _ := f.delta()
+	forged[len(forged)-2] ^= 1
+	bad := filepath.Join(dir, "forged.cbor")
+	if err := os.WriteFile(bad, forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.Provision = append(files, bad)
+	if _, err := New(f.cfg, f.dataDir, slog.New(slog.NewTextHandler(f.log, nil))); err == nil || !strings.Contains(err.Error(), "forged.cbor") {
+		t.Fatalf("forged provisioned delta: %v", err)
 	}
 }

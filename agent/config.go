@@ -27,6 +27,10 @@ type Config struct {
 	// Root is the signed root message the device is provisioned with (bpfleetctl init writes
 	// it): the device's root of trust until a rotation replaces it.
 	Root string `json:"root"`
+	// Provision lists sealed roots and deltas (bpfleetctl root/delta -o FILE) the device applies
+	// at start, offline, in order, before it ever reaches the broker: trust shipped in firmware.
+	// Those the store already has are skipped.
+	Provision []string `json:"provision,omitempty"`
 	// TLS, for ssl:// brokers: the CA that signed the broker's certificate, and the device's
 	// client certificate and key when the broker requires them.
 	CAFile   string `json:"ca_file,omitempty"`
@@ -67,7 +71,11 @@ func LoadConfig(path string) (*Config, error) {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return nil, fmt.Errorf("load config %s: cert_file and key_file go together", path)
 	}
-	for _, p := range []*string{&c.Root, &c.CAFile, &c.CertFile, &c.KeyFile} {
+	paths := []*string{&c.Root, &c.CAFile, &c.CertFile, &c.KeyFile}
+	for i := range c.Provision {
+		paths = append(paths, &c.Provision[i])
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
