@@ -34,15 +34,6 @@ func GenerateKeyPair(pf PassFunc) (privPEM, pubPEM []byte, err error) {
 	return privPEM, pubPEM, nil
 }
 
-// MarshalPublicKey encodes a public key as PKIX "PUBLIC KEY" PEM.
-func MarshalPublicKey(pub *ecdsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("encode public key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}), nil
-}
-
 // LoadPrivateKey parses an ECDSA private key: cosign's encrypted cosign.key (old and new PEM
 // types, decrypted with the password from pf), or plain "PRIVATE KEY" / "EC PRIVATE KEY" PEM.
 func LoadPrivateKey(pemBytes []byte, pf PassFunc) (*ecdsa.PrivateKey, error) {
