@@ -109,8 +109,15 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	}
 	var programs []oci.Descriptor
 	for _, l := range manifest.Layers {
-		if l.MediaType == oci.MediaTypeEBPFProgram {
+		switch l.MediaType {
+		case oci.MediaTypeEBPFProgram:
 			programs = append(programs, l)
+		case oci.MediaTypeWasmProgram:
+			// Said plainly rather than silently: IG would run this layer on every event.
+			decision.Warnings = append(decision.Warnings, "the image's WebAssembly layer is not run by bpfleet: "+
+				"events are shown as the eBPF program emits them, without the gadget's own post-processing")
+		case oci.MediaTypeBTFGen:
+			decision.Warnings = append(decision.Warnings, "the image's btfgen layer is not used: the gadget runs against the kernel's own BTF")
 		}
 	}
 	if len(programs) != 1 {

@@ -14,7 +14,11 @@ import (
 const (
 	MediaTypeGadgetConfig = "application/vnd.gadget.config.v1+yaml"
 	MediaTypeEBPFProgram  = "application/vnd.gadget.ebpf.program.v1+binary"
-	ArtifactTypeGadget    = "application/vnd.gadget.v1+binary"
+	// MediaTypeWasmProgram is a gadget's optional WebAssembly post-processing layer.
+	MediaTypeWasmProgram = "application/vnd.gadget.wasm.program.v1+binary"
+	// MediaTypeBTFGen is a gadget's optional minimized BTF for kernels without their own.
+	MediaTypeBTFGen    = "application/vnd.gadget.btfgen.v1+binary"
+	ArtifactTypeGadget = "application/vnd.gadget.v1+binary"
 )
 
 // Gadget describes a gadget image to package.
