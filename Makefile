@@ -8,7 +8,7 @@ GOARCH  := $(shell $(GO) env GOARCH)
 BPF_ARCH_amd64 := x86
 BPF_ARCH_arm64 := arm64
 BPF_ARCH_arm   := arm
-GADGETS := trace_exec trace_open trace_tcpconnect trace_signal trace_kprobe_exec
+GADGETS := trace_exec trace_open trace_tcpconnect trace_signal trace_kprobe_exec trace_fentry_exec
 GADGET_OBJS := $(GADGETS:%=$(BUILD)/gadgets/%.bpf.o)
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
@@ -68,10 +68,12 @@ clean:
 	rm -rf $(BUILD)
 
 # ---- Cross-compilation, firmware images and the QEMU testbed (firmware/, testbed/) ----------
-# `make cross`: static stripped binaries per architecture in build/cross/<arch>/, sizes checked.
+# `make cross`: static stripped binaries per architecture in build/cross/<arch>/, sizes checked,
+#   and the 10 biggest contributors (by module) to the arm64 bpfleet binary.
 # `make firmware FIRMWARE_ARCH=arm64 ROOT=root.cbor DEVICE_ID=d FLEET=f BROKER=tcp://h:p
-#   [LAYOUTS="dir..."] [KERNEL_MODULES=.../lib/modules/<release>] [ADDRESS=cidr GATEWAY=ip]`:
-#   a device initramfs in build/firmware/<arch>/initrd.gz (KERNEL_MODULES defaults to the
+#   [LAYOUTS="dir..."] [PROVISION="delta.cbor..."] [KERNEL_MODULES=.../lib/modules/<release>] [ADDRESS=cidr GATEWAY=ip]`:
+#   a device initramfs in build/firmware/<arch>/initrd.gz; PROVISION lists sealed deltas the agent
+#   applies offline at its first start (bpfleetctl firmware build --provision) (KERNEL_MODULES defaults to the
 #   testbed's cached Debian kernel for that arch, when there is one).
 # `make testbed`: boots amd64 and arm64 firmware under QEMU (TCG) in a private network namespace
 #   and checks the whole scenario; `make testbed-all` adds armv7. Kernels are cached in
@@ -99,15 +101,19 @@ cross:
 		stat -c "%s $$a $$(basename $$f)" $$f | awk '{ printf "%-8s %-14s %6.1f MB\n", $$2, $$3, $$1 / 1e6 }'; done; done
 	@size=$$(stat -c %s $(CROSS)/arm64/bpfleet); if [ $$size -gt $(ARM64_BUDGET) ]; then \
 		echo "bpfleet for arm64 is $$size bytes, over the $(ARM64_BUDGET)-byte budget"; exit 1; fi
+	@# Dependency cost: the same arm64 build with its symbol table (-w drops only DWARF), summed
+	@# by module by firmware/cmd/binsize (docs/performance.md, "Dependency cost").
+	@CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags=-w -o $(CROSS)/symbols/arm64/bpfleet ./cmd/bpfleet
+	@$(GO) run ./firmware/cmd/binsize -n 10 $(CROSS)/symbols/arm64/bpfleet
 
 firmware: cross
 	@if [ -z "$(ROOT)" ] || [ -z "$(DEVICE_ID)" ] || [ -z "$(FLEET)" ] || [ -z "$(BROKER)" ]; then \
-		echo "usage: make firmware FIRMWARE_ARCH=arm64 ROOT=root.cbor DEVICE_ID=id FLEET=fleet BROKER=tcp://host:port [LAYOUTS=...] [KERNEL_MODULES=dir] [ADDRESS=cidr GATEWAY=ip]"; exit 2; fi
+		echo "usage: make firmware FIRMWARE_ARCH=arm64 ROOT=root.cbor DEVICE_ID=id FLEET=fleet BROKER=tcp://host:port [LAYOUTS=...] [PROVISION=...] [KERNEL_MODULES=dir] [ADDRESS=cidr GATEWAY=ip]"; exit 2; fi
 	@mkdir -p $(BUILD)/firmware/$(FIRMWARE_ARCH)
 	$(CROSS)/$(GOARCH)/bpfleetctl firmware build --arch $(FIRMWARE_ARCH) \
 		--init $(CROSS)/$(FIRMWARE_ARCH)/bpfleet-init --agent $(CROSS)/$(FIRMWARE_ARCH)/bpfleet \
 		--root $(ROOT) --device-id $(DEVICE_ID) --fleet $(FLEET) --broker $(BROKER) \
-		$(foreach l,$(LAYOUTS),--layout $(l)) $(if $(KERNEL_MODULES),--kernel-modules $(KERNEL_MODULES)) \
+		$(foreach l,$(LAYOUTS),--layout $(l)) $(foreach p,$(PROVISION),--provision $(p)) $(if $(KERNEL_MODULES),--kernel-modules $(KERNEL_MODULES)) \
 		$(if $(ADDRESS),--address $(ADDRESS) --gateway $(GATEWAY)) -o $(BUILD)/firmware/$(FIRMWARE_ARCH)/initrd.gz
 
 # What the testbed needs beyond `make deps`: QEMU, depmod and xz (kernels are downloaded, never installed).
@@ -124,8 +130,10 @@ testbed-all: deps testbed-deps
 		$(GO) test $(TESTBED_FLAGS) -run TestScenario ./testbed/
 
 # Benchmarks, not part of `make test`: every figure that says bpfleet is fast and small, with
-# its reference and goal (docs/performance.md). Needs root; about 2–3 minutes, plus about 6 once
-# to issue the catch-up history (cached in build/bench-cache). Knobs: BPFLEET_BENCH_*.
+# its reference and goal (docs/performance.md). Needs root; about 3–4 minutes (including the
+# QEMU testbed's boot-to-first-event rows, about 45 s, when the Debian kernels are cached, as
+# `make test` leaves them), plus about 6 once to issue the catch-up history (cached in
+# build/bench-cache). Knobs: BPFLEET_BENCH_* (BPFLEET_BENCH_QEMU=0 skips the QEMU rows).
 .PHONY: bench
 bench: build
 	BPFLEET_BUILD=$(BUILD) $(GO) run ./bench -out bench/results.json

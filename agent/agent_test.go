@@ -3,12 +3,12 @@ package agent
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"

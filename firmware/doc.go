@@ -6,6 +6,10 @@
 //     package [github.com/bpfleet/bpfleet/firmware/boot]) and /bin/bpfleet, the static agent;
 //   - /etc/bpfleet/agent.json and root.cbor: the agent config and the fleet's signed root, the
 //     pre-provisioned trust the device starts from (it receives everything else as deltas);
+//   - /etc/bpfleet/provision/NN-<name>: sealed roots and deltas ([Spec.Provision], bpfleetctl
+//     firmware build --provision) that the agent config lists in its provision field: the agent
+//     applies them offline at its first start, so the device trusts what they trust (e.g. its
+//     first gadgets) before it ever reaches the broker;
 //   - /usr/share/bpfleet/images/<name>/: OCI image layouts of signed gadgets, imported into the
 //     data directory at boot and run only once trust for them arrives;
 //   - the kernel modules the device must load itself (virtio networking on Debian kernels),

@@ -23,6 +23,7 @@ const (
 	RootPath     = "/etc/bpfleet/root.cbor"
 	ModulesPath  = "/etc/bpfleet/modules"
 	NetworkPath  = "/etc/bpfleet/network.json"
+	ProvisionDir = "/etc/bpfleet/provision"
 	ImagesDir    = "/usr/share/bpfleet/images"
 	DataDir      = "/var/lib/bpfleet"
 	modulesRoot  = "/lib/modules"
@@ -57,9 +58,14 @@ type Spec struct {
 	Init     string // the /init binary (static, for the image's architecture)
 	AgentBin string // the bpfleet binary, installed as /bin/bpfleet
 	Agent    Agent
-	Root     string   // the fleet's signed root (bpfleetctl root writes root.cbor)
-	Layouts  []string // OCI image layout directories, installed under ImagesDir by base name
-	Network  *Network // nil: no network configuration
+	Root     string // the fleet's signed root (bpfleetctl root writes root.cbor)
+	// Provision are sealed roots and deltas (bpfleetctl root/delta -o FILE) the agent applies
+	// at start, offline and in this order, before it ever reaches the broker (the agent
+	// config's provision field): trust the device has from its first boot. They are installed
+	// in ProvisionDir as NN-<base name>.
+	Provision []string
+	Layouts   []string // OCI image layout directories, installed under ImagesDir by base name
+	Network   *Network // nil: no network configuration
 	// KernelModules is an unpacked kernel's /lib/modules/<release> directory with modules.dep;
 	// Modules names the modules /init loads from it (their dependencies come along).
 	KernelModules string
@@ -156,8 +162,22 @@ func (s Spec) archive() (*archive, []string, error) {
 	}
 	cfg := struct {
 		Agent
-		Root string `json:"root"`
-	}{s.Agent, path.Base(RootPath)}
+		Root      string   `json:"root"`
+		Provision []string `json:"provision,omitempty"`
+	}{Agent: s.Agent, Root: path.Base(RootPath)}
+	for i, src := range s.Provision {
+		data, err := readFile(src)
+		if err != nil {
+			return nil, nil, err
+		}
+		dst := path.Join(ProvisionDir, fmt.Sprintf("%02d-%s", i+1, filepath.Base(src)))
+		if err := a.file(dst, data, 0o644); err != nil {
+			return nil, nil, err
+		}
+		// Relative to the config file, as the agent resolves them.
+		rel := strings.TrimPrefix(dst, path.Dir(ConfigPath)+"/")
+		cfg.Provision = append(cfg.Provision, rel)
+	}
 	if err := a.file(ConfigPath, mustJSON(cfg), 0o644); err != nil {
 		return nil, nil, err
 	}

@@ -207,6 +207,47 @@ func TestBuildContents(t *testing.T) {
 	}
 }
 
+// TestBuildProvision: provisioned updates go into the image in order, and the agent config
+// lists them where the agent finds them (relative to the config).
+func TestBuildProvision(t *testing.T) {
+	s := fixture(t)
+	dir := t.TempDir()
+	for _, f := range []string{"delta-1.cbor", "delta-2.cbor"} {
+		os.WriteFile(filepath.Join(dir, f), []byte("sealed "+f), 0o644)
+	}
+	s.Provision = []string{filepath.Join(dir, "delta-1.cbor"), filepath.Join(dir, "delta-2.cbor")}
+	files := map[string]string{}
+	r := cpio.NewReader(bytes.NewReader(gunzip(t, build(t, s))))
+	for {
+		h, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(r)
+		files[h.Name] = string(data)
+	}
+	if files["etc/bpfleet/provision/01-delta-1.cbor"] != "sealed delta-1.cbor" || files["etc/bpfleet/provision/02-delta-2.cbor"] != "sealed delta-2.cbor" {
+		t.Errorf("provisioned files missing or wrong: %q %q", files["etc/bpfleet/provision/01-delta-1.cbor"], files["etc/bpfleet/provision/02-delta-2.cbor"])
+	}
+	cdir := t.TempDir()
+	os.WriteFile(filepath.Join(cdir, "agent.json"), []byte(files["etc/bpfleet/agent.json"]), 0o644)
+	cfg, err := agent.LoadConfig(filepath.Join(cdir, "agent.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(cdir, "provision/01-delta-1.cbor"), filepath.Join(cdir, "provision/02-delta-2.cbor")}
+	if !slices.Equal(cfg.Provision, want) {
+		t.Errorf("config provision = %v, want %v", cfg.Provision, want)
+	}
+	s.Provision = append(s.Provision, filepath.Join(dir, "missing.cbor"))
+	if _, err := Build(s, io.Discard); err == nil {
+		t.Error("a missing provisioned file was accepted")
+	}
+}
+
 func TestBuildRefuses(t *testing.T) {
 	for name, change := range map[string]func(*Spec){
 		"no root":        func(s *Spec) { s.Root = "" },

@@ -1,7 +1,10 @@
 // Package testbed boots bpfleet firmware images on Debian's own kernels under QEMU (TCG) and
-// checks the whole device story on each architecture: pre-provisioned trust only, a trust
-// delta over MQTT, the broker gone, a signed gadget verified and run offline, a tampered one
-// refused. Its test, TestScenario, runs only when BPFLEET_TESTBED=1 (`make testbed` sets it);
+// checks the whole device story on each architecture: pre-provisioned trust (the fleet's root
+// and a sealed delta in the firmware, applied before the network is up, so that the first
+// gadget verifies and a later one does not yet), the next delta over MQTT, the broker gone,
+// signed gadgets verified and run offline (tracepoint, kprobe and fentry; fentry must be
+// refused with the runner's clear error where the kernel cannot attach it, Debian 6.1 arm64),
+// a tampered one refused. Its test, TestScenario, runs only when BPFLEET_TESTBED=1 (`make testbed` sets it);
 // BPFLEET_TESTBED_ARCHES picks the architectures (default "amd64 arm64").
 //
 // Kernels: [FetchKernel] resolves the current ABI from linux-image-amd64's dependency, fetches

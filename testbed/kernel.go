@@ -27,14 +27,20 @@ type Arch struct {
 	NetDevice string   // QEMU virtio-net device model
 	Modules   []string // modules /init loads for networking (their dependencies come along)
 	HasBTF    bool     // the kernel carries BTF, so CO-RE gadgets can run
+	HasFentry bool     // the kernel attaches fentry/fexit to kernel functions (BPF trampolines with ftrace direct calls)
 }
+
+// FentryUnsupported is what the runner says when the kernel cannot attach fentry programs to
+// kernel functions (runner/attach.go): Debian 6.1 on arm64, which has BPF trampolines but
+// not ftrace direct calls (arm64 has them from Linux 6.4).
+const FentryUnsupported = "fentry/fexit are not supported by this kernel"
 
 // Arches are the testbed's architectures, by GOARCH. The module lists are the ones measured
 // on Debian's kernels (see the package doc): virtio_ring and virtio are built in on arm.
 var Arches = map[string]Arch{
 	"amd64": {Name: "amd64", DebArch: "amd64", Flavour: "amd64", Unsigned: true, BPFArch: "x86",
 		QEMU: "qemu-system-x86_64", QEMUArgs: []string{"-accel", "tcg", "-cpu", "max"}, Console: "ttyS0",
-		NetDevice: "virtio-net-pci", Modules: []string{"virtio_pci", "virtio_net"}, HasBTF: true},
+		NetDevice: "virtio-net-pci", Modules: []string{"virtio_pci", "virtio_net"}, HasBTF: true, HasFentry: true},
 	"arm64": {Name: "arm64", DebArch: "arm64", Flavour: "arm64", Unsigned: true, BPFArch: "arm64",
 		QEMU: "qemu-system-aarch64", QEMUArgs: []string{"-M", "virt", "-cpu", "max,pauth-impdef=on", "-accel", "tcg,thread=multi"},
 		Console: "ttyAMA0", NetDevice: "virtio-net-pci", Modules: []string{"virtio_pci", "virtio_net"}, HasBTF: true},
@@ -107,6 +113,18 @@ func FetchKernel(arch Arch, cache string) (*Kernel, error) {
 		return nil, fmt.Errorf("testbed: %s has no kernel image: %w", pkg, err)
 	}
 	return k, os.WriteFile(filepath.Join(k.Root, ".complete"), nil, 0o644)
+}
+
+// Cached tells whether a kernel for arch is already unpacked in cache (by FetchKernel), so that
+// booting it needs no download. (FetchKernel still resolves the current ABI with apt-cache;
+// a newer one than the cached kernel is downloaded.)
+func Cached(arch Arch, cache string) bool {
+	pkg := "linux-image-*-" + arch.Flavour
+	if arch.Unsigned {
+		pkg += "-unsigned"
+	}
+	m, _ := filepath.Glob(filepath.Join(cache, "kernels", pkg+"_"+arch.DebArch, ".complete"))
+	return len(m) > 0
 }
 
 var abiRE = regexp.MustCompile(`Depends: linux-image-(\d+\.\d+\.\d+-\d+)-amd64`)

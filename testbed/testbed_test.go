@@ -16,12 +16,16 @@ import (
 	"github.com/bpfleet/bpfleet/firmware"
 )
 
-// The testbed scenario, per architecture: a firmware image with the fleet's root only boots
-// in QEMU inside a fresh network namespace whose Mosquitto is the only thing it can reach;
-// the host publishes a trust delta for a new gadget key; once the device reports it, the host
-// stops the broker; the guest verifies and runs the gadget offline, sees its own exec, does
-// the same with a kprobe gadget (trace_kprobe_exec, trusted by the same delta), and refuses a
-// tampered copy. The guest reports on the console; this test asserts every step.
+// The testbed scenario, per architecture: a firmware image with the fleet's root and a
+// provisioned delta 1 (trusting the gadget key and trace_exec's signature) boots in QEMU inside
+// a fresh network namespace whose Mosquitto is the only thing it can reach. Before its network
+// is even up, the agent applies delta 1 and the guest verifies trace_exec, while the kprobe
+// gadget is still refused. The host publishes delta 2 (the kprobe and fentry gadgets'
+// signatures); once the device reports it, the host stops the broker; the guest verifies and
+// runs trace_exec offline, sees its own exec, does the same with a kprobe gadget
+// (trace_kprobe_exec) and an fentry gadget (trace_fentry_exec; on kernels without fentry, the
+// runner must refuse it with a clear error), and refuses a tampered copy. The guest reports on
+// the console; this test asserts every step.
 
 const guestTimeout = 90 // seconds for each wait inside the guest
 
@@ -113,7 +117,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 			t.Fatal(err)
 		}
 	}
-	for _, g := range []string{"trace_exec", "trace_kprobe_exec"} {
+	for _, g := range []string{"trace_exec", "trace_kprobe_exec", "trace_fentry_exec"} {
 		if err := CompileGadget(k, filepath.Join(h.repo, "gadgets", g, "program.bpf.c"), filepath.Join(h.repo, "gadgets/include"), p(g+".bpf.o")); err != nil {
 			t.Fatal(err)
 		}
@@ -129,10 +133,15 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	h.run(t, h.ctl, "package", "--layout", p("trace_exec"), "--ref", "trace_exec:latest", "--arch", arch.Name,
 		"--elf", p("trace_exec.bpf.o"), "--metadata", meta)
 	h.run(t, h.ctl, "sign", "--layout", p("trace_exec"), "--key", p("keys/gadget.key"), "trace_exec:latest")
-	// The kprobe gadget, signed with the same key and trusted by the same delta.
-	h.run(t, h.ctl, "package", "--layout", p("trace_kprobe_exec"), "--ref", "trace_kprobe_exec:latest", "--arch", arch.Name,
-		"--elf", p("trace_kprobe_exec.bpf.o"), "--metadata", filepath.Join(h.repo, "gadgets/trace_kprobe_exec/gadget.yaml"))
-	h.run(t, h.ctl, "sign", "--layout", p("trace_kprobe_exec"), "--key", p("keys/gadget.key"), "trace_kprobe_exec:latest")
+	// The kprobe and fentry gadgets, signed with the same key. The firmware carries them
+	// unsigned: their signatures reach the device only in delta 2, over MQTT.
+	for _, g := range []string{"trace_kprobe_exec", "trace_fentry_exec"} {
+		h.run(t, h.ctl, "package", "--layout", p(g), "--ref", g+":latest", "--arch", arch.Name,
+			"--elf", p(g+".bpf.o"), "--metadata", filepath.Join(h.repo, "gadgets", g, "gadget.yaml"))
+		os.MkdirAll(p("signed"), 0o755)
+		h.run(t, "cp", "-a", p(g), p("signed/"+g))
+		h.run(t, h.ctl, "sign", "--layout", p("signed/"+g), "--key", p("keys/gadget.key"), g+":latest")
+	}
 	obj, err := os.ReadFile(p("trace_exec.bpf.o"))
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +154,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		"--elf", p("tampered.bpf.o"), "--metadata", meta)
 	h.run(t, h.ctl, "root", "--state-dir", p("fleet"), "--fleet", fleet, "--root-key", p("keys/root.pub"),
 		"--delta-key", p("keys/fleet.pub"), "--sign", p("keys/root.key"))
+	// Delta 1 ships in the firmware: the gadget key and trace_exec's signature only.
+	h.run(t, h.ctl, "delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key"),
+		"--trust-key", p("keys/gadget.pub"), "--signatures-from", p("trace_exec"), "-o", p("delta-1.cbor"))
 
 	// The namespace, its broker and the fleet's catch-up server.
 	ns, err := NewNetns(fmt.Sprintf("bpfleet-tb-%d-%s", os.Getpid(), arch.Name))
@@ -176,14 +188,16 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	}
 	t.Cleanup(stopServe)
 
-	// The firmware: pre-provisioned with the fleet's root only.
+	// The firmware: pre-provisioned with the fleet's root and delta 1.
 	sc, _ := json.Marshal(map[string]any{"broker": fmt.Sprintf("10.0.2.2:%d", broker.Port), "gadget": "trace_exec:latest",
-		"tampered": "trace_exec:tampered", "kprobe": "trace_kprobe_exec:latest", "probe": "/bin/bpfleet-probe", "timeout": guestTimeout})
+		"tampered": "trace_exec:tampered", "kprobe": "trace_kprobe_exec:latest", "fentry": "trace_fentry_exec:latest",
+		"probe": "/bin/bpfleet-probe", "timeout": guestTimeout, "provisioned_version": 1, "delta_version": 2})
 	initrd := p("initrd.gz")
 	modules, err := firmware.BuildFile(firmware.Spec{
 		Arch: arch.Name, Init: p("init"), AgentBin: p("bpfleet"), Root: p("fleet/root.cbor"),
+		Provision:     []string{p("delta-1.cbor")},
 		Agent:         firmware.Agent{DeviceID: device, Fleet: fleet, Broker: fmt.Sprintf("tcp://10.0.2.2:%d", broker.Port)},
-		Layouts:       []string{p("trace_exec"), p("tampered"), p("trace_kprobe_exec")},
+		Layouts:       []string{p("trace_exec"), p("tampered"), p("trace_kprobe_exec"), p("trace_fentry_exec")},
 		Network:       &firmware.Network{Interface: "eth0", Address: "10.0.2.15/24", Gateway: "10.0.2.2"},
 		KernelModules: k.Modules, Modules: arch.Modules,
 		Files: []firmware.File{
@@ -219,13 +233,13 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		}
 	}()
 
-	// Trust arrives over MQTT: the delta trusts the gadget key and the gadget's signature.
+	// Delta 2 arrives over MQTT: the kprobe and fentry gadgets' signatures.
 	h.run(t, h.ctl, "delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key"),
-		"--trust-key", p("keys/gadget.pub"), "--signatures-from", p("trace_exec"), "--signatures-from", p("trace_kprobe_exec"), "-o", p("delta-1.cbor"))
+		"--signatures-from", p("signed/trace_kprobe_exec"), "--signatures-from", p("signed/trace_fentry_exec"), "-o", p("delta-2.cbor"))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	pub := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, h.ctl, "publish", "--broker", broker.URL(), "--fleet", fleet,
-		"--wait-device", device, "--timeout", fmt.Sprintf("%ds", guestTimeout+30), p("delta-1.cbor"))
+		"--wait-device", device, "--timeout", fmt.Sprintf("%ds", guestTimeout+30), p("delta-2.cbor"))
 	if out, err := pub.CombinedOutput(); err != nil {
 		t.Fatalf("publish: %v\n%s\nbroker log:\n%s", err, out, broker.Log())
 	}
@@ -246,13 +260,22 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		t.Fatalf("guest error: %s", r["error"])
 	}
 	want := map[string]string{
-		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": "3",
-		"pre_trust": "refused", "trust_version": "1", "trust_keys": "1", "broker": "gone", "verify": "ok",
+		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": "4",
+		"pre_trust": "refused", "trust_version": "2", "trust_keys": "1",
+		// Provisioned delta 1, applied by the agent before the guest's network is up.
+		"pretrust_version": "1", "pretrust_net": "down", "pretrust_verify": "ok", "pre_delta_kprobe": "refused", "broker": "gone", "verify": "ok",
 		"event_comm": "bpfleet-probe", "event_pid_match": "true", "tampered": "refused", "done": "ok",
 		// The kprobe gadget (kprobe/bprm_execve) sees the probe's exec before the probe runs:
 		// its comm is still that of the guest's /init.
 		"kprobe_verify": "ok", "kprobe_event_filename": "/bin/bpfleet-probe", "kprobe_event_comm": "init",
 		"kprobe_event_pid_match": "true",
+		"fentry_verify":          "ok",
+	}
+	if arch.HasFentry {
+		// The fentry gadget (fentry/bprm_execve) sees what the kprobe gadget sees.
+		want["fentry_gadget"], want["fentry_event_filename"], want["fentry_event_comm"], want["fentry_event_pid_match"] = "ok", "/bin/bpfleet-probe", "init", "true"
+	} else if arch.HasBTF {
+		want["fentry_gadget"] = "refused"
 	}
 	if !arch.HasBTF {
 		// Debian's armmp kernel has no BTF: the gadget is verified but cannot be run.
@@ -263,6 +286,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		delete(want, "kprobe_event_filename")
 		delete(want, "kprobe_event_comm")
 		delete(want, "kprobe_event_pid_match")
+		want["fentry_gadget"] = "skipped"
 	}
 	for key, v := range want {
 		if r[key] != v {
@@ -272,11 +296,25 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if !strings.Contains(r["pre_trust_reason"], "no trusted keys") {
 		t.Errorf("refused before trust for %q, want no trusted keys", r["pre_trust_reason"])
 	}
+	if !strings.Contains(r["pre_delta_kprobe_reason"], "unsigned: no signature") {
+		t.Errorf("kprobe gadget refused before delta 2 for %q, want unsigned: no signature", r["pre_delta_kprobe_reason"])
+	}
+	if arch.HasBTF && !arch.HasFentry && !strings.Contains(r["fentry_reason"], FentryUnsupported) {
+		t.Errorf("fentry gadget refused for %q, want the runner's %q", r["fentry_reason"], FentryUnsupported)
+	}
 	if !strings.Contains(r["tampered_reason"], "refusing to run") {
 		t.Errorf("tampered gadget refused for %q, want refusing to run", r["tampered_reason"])
 	}
 	if arch.HasBTF {
 		t.Logf("%s kprobe event: %s (%s ms from starting the gadget)", arch.Name, r["kprobe_event"], r["kprobe_attach_to_event_ms"])
+		if arch.HasFentry {
+			t.Logf("%s fentry event: %s (%s ms from starting the gadget)", arch.Name, r["fentry_event"], r["fentry_attach_to_event_ms"])
+		} else {
+			t.Logf("%s fentry refused: %s", arch.Name, r["fentry_reason"])
+		}
+	}
+	if at["pretrust_verify"] > at["net_ms"] {
+		t.Errorf("provisioned trust verified at %s, after the network came up at %s", at["pretrust_verify"], at["net_ms"])
 	}
 	if r["verify_key"] == "" {
 		t.Error("guest verify reported no key")

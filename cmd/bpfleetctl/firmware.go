@@ -26,7 +26,8 @@ func firmwareCmd() *cobra.Command {
 		Short: "Build a bootable initramfs (newc cpio, gzip) with the agent, its config and the fleet's root",
 		Long: "Build a device's initramfs: --init as /init (bpfleet-init, built for the device's\n" +
 			"architecture), --agent as /bin/bpfleet, the agent config, the fleet's signed root as the\n" +
-			"pre-provisioned trust, the gadget layouts to import at boot, and the named kernel modules\n" +
+			"pre-provisioned trust with any --provision deltas the agent applies offline at start\n" +
+			"(listed in the config's provision field), the gadget layouts to import at boot, and the named kernel modules\n" +
 			"(with their dependencies, from modules.dep) to load at boot. The output is reproducible.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
@@ -43,7 +44,7 @@ func firmwareCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("wrote %s (%s, %d bytes, %d kernel module(s))\n", out, arch, info.Size(), len(modules))
+			fmt.Printf("wrote %s (%s, %d bytes, %d kernel module(s), %d provisioned update(s))\n", out, arch, info.Size(), len(modules), len(s.Provision))
 			return nil
 		},
 	}
@@ -55,6 +56,7 @@ func firmwareCmd() *cobra.Command {
 	f.StringVar(&s.Agent.DeviceID, "device-id", "", "the device's id in its fleet")
 	f.StringVar(&s.Agent.Fleet, "fleet", "", "the fleet")
 	f.StringVar(&s.Agent.Broker, "broker", "", "MQTT broker URL as the device reaches it")
+	f.StringArrayVar(&s.Provision, "provision", nil, "sealed root or delta (bpfleetctl root/delta -o FILE) the agent applies offline at its first start, before reaching the broker (repeatable, applied in order)")
 	f.StringArrayVar(&s.Layouts, "layout", nil, "OCI image layout directory to import at boot (repeatable)")
 	f.StringVar(&s.KernelModules, "kernel-modules", "", "an unpacked kernel's lib/modules/<release> directory (with modules.dep)")
 	f.StringSliceVar(&s.Modules, "module", []string{"virtio_pci", "virtio_net"}, "kernel module to load at boot (repeatable; used with --kernel-modules)")

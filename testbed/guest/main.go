@@ -5,10 +5,14 @@
 //	BPFLEET-RESULT key=value
 //
 // (values with spaces are Go-quoted), which the host test parses: images imported; gadget
-// refused before any trust; agent receives the trust delta over MQTT; broker gone; gadget
+// refused before any trust; agent started before the network is up, applying the firmware's
+// provisioned delta offline (pretrust_*: the gadget verifies, the kprobe gadget is still
+// refused); network up; agent receives the next trust delta over MQTT; broker gone; gadget
 // verified and run offline while this program execs a probe, with its events echoed as
 // BPFLEET-EVENT lines; a second signed gadget, attached by kprobe, verified and run the same
-// way (kprobe_* results, with the decoded event); tampered gadget refused. Its last line is
+// way (kprobe_* results, with the decoded event); a third, attached by fentry, likewise
+// (fentry_*; or fentry_gadget=refused with the runner's reason where the kernel cannot attach
+// fentry); tampered gadget refused. Its last line is
 // BPFLEET-RESULT done=ok or error=...; then it powers the machine off. Run as /bin/bpfleet-probe (a symlink to it), it
 // exits at once: that exec is what the gadget must see.
 package main
@@ -18,6 +22,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -42,8 +47,13 @@ type scenario struct {
 	Gadget   string `json:"gadget"`   // the signed gadget the delta trusts
 	Tampered string `json:"tampered"` // a gadget that must be refused
 	Kprobe   string `json:"kprobe"`   // a signed kprobe gadget the delta trusts; "" skips it
-	Probe    string `json:"probe"`    // path of the probe to exec while the gadget runs
-	Timeout  int    `json:"timeout"`  // seconds for each wait
+	Fentry   string `json:"fentry"`   // a signed fentry gadget the delta trusts; "" skips it
+	// ProvisionedVersion is the trust version the firmware's provisioned updates reach (0:
+	// none); DeltaVersion the one the delta over MQTT brings.
+	ProvisionedVersion uint64 `json:"provisioned_version"`
+	DeltaVersion       uint64 `json:"delta_version"`
+	Probe              string `json:"probe"`   // path of the probe to exec while the gadget runs
+	Timeout            int    `json:"timeout"` // seconds for each wait
 }
 
 func main() {
@@ -95,10 +105,6 @@ func run() error {
 	if err != nil || netcfg == nil {
 		return fmt.Errorf("network config: %v", err)
 	}
-	if err := boot.ConfigureNetwork(*netcfg, 10*time.Second); err != nil {
-		return err
-	}
-	result("net_ms", ms(boot.Uptime()))
 
 	b, err := os.ReadFile(ScenarioPath)
 	if err != nil {
@@ -127,7 +133,8 @@ func run() error {
 		result("pre_trust_reason", lastLine(out))
 	}
 
-	// The agent, provisioned with the fleet's root only.
+	// The agent, provisioned with the fleet's root and the firmware's sealed updates. It starts
+	// before the network is up: it applies those updates offline, then keeps trying the broker.
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	defer stopAgent()
 	agent := exec.CommandContext(agentCtx, firmware.AgentPath, "--data-dir", firmware.DataDir, "agent", "--config", firmware.ConfigPath)
@@ -148,33 +155,76 @@ func run() error {
 		}
 	}
 
-	// Trust arrives over MQTT.
-	deadline := time.Now().Add(wait)
-	for {
-		var st struct {
-			Version uint64 `json:"version"`
-			Keys    int    `json:"keys"`
-			Digest  string `json:"state_digest"`
+	type status struct {
+		Version uint64 `json:"version"`
+		Keys    int    `json:"keys"`
+		Digest  string `json:"state_digest"`
+	}
+	waitTrust := func(version uint64, what string) (status, error) {
+		deadline := time.Now().Add(wait)
+		for {
+			var st status
+			out, err := bpfleet("trust", "status", "-o", "json")
+			if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Version >= version {
+				return st, nil
+			}
+			if err := agentExited(); err != nil {
+				return st, err
+			}
+			if time.Now().After(deadline) {
+				return st, fmt.Errorf("no %s within %s (last status: %v %s)", what, wait, err, out)
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
-		out, err := bpfleet("trust", "status", "-o", "json")
-		if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Version > 0 {
-			result("trust_version", strconv.FormatUint(st.Version, 10))
-			result("trust_keys", strconv.Itoa(st.Keys))
-			result("trust_digest", st.Digest)
-			result("trust_ms", ms(boot.Uptime()))
-			break
-		}
-		if err := agentExited(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no trust delta within %s (last status: %v %s)", wait, err, out)
-		}
-		time.Sleep(250 * time.Millisecond)
 	}
 
+	// Provisioned trust, before the network is up: trace_exec verifies, the kprobe gadget
+	// (whose signature only the next delta brings) does not.
+	if sc.ProvisionedVersion > 0 {
+		st, err := waitTrust(sc.ProvisionedVersion, "provisioned trust")
+		if err != nil {
+			return err
+		}
+		result("pretrust_version", strconv.FormatUint(st.Version, 10))
+		result("pretrust_keys", strconv.Itoa(st.Keys))
+		if _, err := net.InterfaceByName(netcfg.Interface); err != nil {
+			result("pretrust_net", "absent")
+		} else if addrs, _ := interfaceAddrs(netcfg.Interface); len(addrs) == 0 {
+			result("pretrust_net", "down")
+		} else {
+			result("pretrust_net", "up")
+		}
+		if _, err := bpfleet("verify", sc.Gadget); err != nil {
+			return fmt.Errorf("verify %s with the provisioned trust: %w", sc.Gadget, err)
+		}
+		result("pretrust_verify", "ok")
+		if sc.Kprobe != "" {
+			if out, err := bpfleet("verify", sc.Kprobe); err == nil {
+				return fmt.Errorf("%s verified before the delta that trusts it: %s", sc.Kprobe, out)
+			} else {
+				result("pre_delta_kprobe", "refused")
+				result("pre_delta_kprobe_reason", lastLine(out))
+			}
+		}
+	}
+
+	if err := boot.ConfigureNetwork(*netcfg, 10*time.Second); err != nil {
+		return err
+	}
+	result("net_ms", ms(boot.Uptime()))
+
+	// Trust arrives over MQTT.
+	st, err := waitTrust(max(sc.DeltaVersion, 1), "trust delta")
+	if err != nil {
+		return err
+	}
+	result("trust_version", strconv.FormatUint(st.Version, 10))
+	result("trust_keys", strconv.Itoa(st.Keys))
+	result("trust_digest", st.Digest)
+	result("trust_ms", ms(boot.Uptime()))
+
 	// The host stops the broker: wait until it refuses connections.
-	deadline = time.Now().Add(wait)
+	deadline := time.Now().Add(wait)
 	for {
 		c, err := net.DialTimeout("tcp", sc.Broker, time.Second)
 		if err != nil {
@@ -210,6 +260,11 @@ func run() error {
 	}
 	if sc.Kprobe != "" {
 		if err := runKprobeGadget(sc, wait, btfErr == nil); err != nil {
+			return err
+		}
+	}
+	if sc.Fentry != "" {
+		if err := runFentryGadget(sc, wait, btfErr == nil); err != nil {
 			return err
 		}
 	}
@@ -256,6 +311,50 @@ func runKprobeGadget(sc scenario, wait time.Duration, btf bool) error {
 			result("kprobe_event_comm", fmt.Sprint(ev["comm"]))
 			result("kprobe_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
 		}, "kprobe_")
+}
+
+// runFentryGadget verifies and runs the fentry gadget (fentry/bprm_execve) like the kprobe one.
+// Where the kernel cannot attach fentry programs, the runner refuses the gadget: that is
+// reported as fentry_gadget=refused with the runner's error as fentry_reason.
+func runFentryGadget(sc scenario, wait time.Duration, btf bool) error {
+	if _, err := bpfleet("verify", sc.Fentry); err != nil {
+		return fmt.Errorf("verify %s offline: %w", sc.Fentry, err)
+	}
+	result("fentry_verify", "ok")
+	if !btf {
+		result("fentry_gadget", "skipped")
+		return nil
+	}
+	err := watchGadget(sc.Fentry, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
+		func(ev map[string]any, probes map[string]bool, start time.Duration) {
+			result("fentry_attach_to_event_ms", ms(boot.Uptime()-start))
+			b, _ := json.Marshal(ev)
+			result("fentry_event", string(b))
+			result("fentry_event_filename", fmt.Sprint(ev["filename"]))
+			result("fentry_event_comm", fmt.Sprint(ev["comm"]))
+			result("fentry_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		}, "fentry_")
+	var refused *gadgetExited
+	if errors.As(err, &refused) {
+		result("fentry_gadget", "refused")
+		result("fentry_reason", lastLine(refused.stderr))
+		return nil
+	}
+	if err == nil {
+		result("fentry_gadget", "ok")
+	}
+	return err
+}
+
+// gadgetExited is returned by watchGadget when the gadget's run ends before the awaited event.
+type gadgetExited struct {
+	gadget string
+	err    error
+	stderr string
+}
+
+func (e *gadgetExited) Error() string {
+	return fmt.Sprintf("run %s ended before the awaited event: %v: %s", e.gadget, e.err, e.stderr)
 }
 
 // watchGadget runs gadget and execs probe every 200 ms until an event matches; found reports
@@ -309,6 +408,17 @@ func watchGadget(gadget, probe string, wait time.Duration, match func(map[string
 				return fmt.Errorf("probe: %w", err)
 			}
 			probes[strconv.Itoa(p.ProcessState.Pid())] = true
+		case <-done:
+			// The run ended (its output closed) before the event: refused or failed.
+			select {
+			case ev := <-seen:
+				seenIt = true
+				found(ev, probes, start)
+				continue
+			default:
+			}
+			err := cmd.Wait()
+			return &gadgetExited{gadget: gadget, err: err, stderr: stderr.String()}
 		case <-ctx.Done():
 			<-done
 			cmd.Wait()
@@ -324,6 +434,15 @@ func watchGadget(gadget, probe string, wait time.Duration, match func(map[string
 	result(prefix+"events", strconv.Itoa(events))
 	result(prefix+"run_summary", lastLine(stderr.String()))
 	return nil
+}
+
+// interfaceAddrs returns the addresses of the named interface.
+func interfaceAddrs(name string) ([]net.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	return ifi.Addrs()
 }
 
 func bpfleet(args ...string) (string, error) {
