@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/bpfleet/bpfleet/verify"
@@ -70,6 +71,9 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 // EPERM by kernels in lockdown and some hardened builds; cilium/ebpf's generic hint about
 // memlock would mislead there.
 func loadError(plan []program, err error) error {
+	if _, kerr := btf.LoadKernelSpec(); kerr != nil {
+		return fmt.Errorf("load: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF: %v), and the gadget is compiled for CO-RE against it: %w", kerr, err)
+	}
 	if errors.Is(err, unix.EPERM) {
 		for _, p := range plan {
 			if p.kind == attachFentry || p.kind == attachFexit {

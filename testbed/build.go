@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 )
 
 // GoBuild builds pkg (a path under the module in dir) for arch as the firmware ships it:
@@ -52,16 +53,19 @@ func (k *Kernel) VmlinuxH() (string, error) {
 }
 
 // CompileGadget compiles a gadget's program.bpf.c for k's architecture against k's types, or,
-// for a kernel without BTF (where it cannot run, but can be verified), against the host's.
+// for a kernel without BTF (where it cannot run, but can be verified), against the host's types
+// and architecture: the guest only checks its signature and digests.
 func CompileGadget(k *Kernel, src, include, out string) error {
 	vmlinux, err := k.VmlinuxH()
+	bpfArch := k.Arch.BPFArch
 	if err != nil && !k.Arch.HasBTF {
 		vmlinux, err = hostVmlinuxH(filepath.Dir(out))
+		bpfArch = map[string]string{"amd64": "x86", "arm64": "arm64"}[runtime.GOARCH]
 	}
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_"+k.Arch.BPFArch,
+	cmd := exec.Command("clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_"+bpfArch,
 		"-I"+vmlinux, "-I"+include, "-c", src, "-o", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("testbed: clang %s for %s: %v: %s", src, k.Arch.Name, err, b)

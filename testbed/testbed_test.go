@@ -299,6 +299,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if !strings.Contains(r["pre_delta_kprobe_reason"], "unsigned: no signature") {
 		t.Errorf("kprobe gadget refused before delta 2 for %q, want unsigned: no signature", r["pre_delta_kprobe_reason"])
 	}
+	if !arch.HasBTF && !strings.Contains(r["gadget_reason"], "this kernel has no BTF") {
+		t.Errorf("gadget refused on a kernel without BTF for %q, want the runner to name the missing BTF", r["gadget_reason"])
+	}
 	if arch.HasBTF && !arch.HasFentry && !strings.Contains(r["fentry_reason"], FentryUnsupported) {
 		t.Errorf("fentry gadget refused for %q, want the runner's %q", r["fentry_reason"], FentryUnsupported)
 	}

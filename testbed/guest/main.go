@@ -254,7 +254,13 @@ func run() error {
 	result("verify", "ok")
 	result("verify_key", d.KeyID)
 	if btfErr != nil {
-		result("gadget", "skipped") // CO-RE needs the kernel's BTF
+		// CO-RE needs the kernel's BTF: the runner must refuse and say so.
+		out, err := bpfleet("run", sc.Gadget, "--timeout", "2s")
+		if err == nil {
+			return fmt.Errorf("gadget %s ran on a kernel without BTF: %s", sc.Gadget, out)
+		}
+		result("gadget", "skipped")
+		result("gadget_reason", lastLine(out))
 	} else if err := runGadget(sc, wait); err != nil {
 		return err
 	}
