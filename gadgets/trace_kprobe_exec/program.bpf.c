@@ -14,44 +14,14 @@
 #include <gadget/buffer.h>
 #include <gadget/macros.h>
 #include <gadget/types.h>
+#include <gadget/exec.h>
 
-#define FILENAME_LEN 256
-
-struct event {
-	gadget_timestamp timestamp;
-	gadget_pid pid;
-	gadget_ppid ppid;
-	gadget_uid uid;
-	gadget_gid gid;
-	gadget_comm comm[TASK_COMM_LEN];
-	char filename[FILENAME_LEN];
-};
-
-GADGET_TRACER_MAP(events, 256 * 1024);
 GADGET_TRACER(kprobe_exec, events, event);
 
 SEC("kprobe/bprm_execve")
 int BPF_KPROBE(trace_bprm_execve, struct linux_binprm *bprm)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	const char *filename = BPF_CORE_READ(bprm, filename);
-	struct event *event;
-
-	event = gadget_reserve(events, struct event);
-	if (!event)
-		return 0;
-
-	event->timestamp = bpf_ktime_get_boot_ns();
-	event->pid = bpf_get_current_pid_tgid() >> 32;
-	event->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	event->uid = (__u32)uid_gid;
-	event->gid = uid_gid >> 32;
-	bpf_get_current_comm(event->comm, sizeof(event->comm));
-	bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), filename);
-
-	gadget_submit(event);
-	return 0;
+	return emit_exec_event(BPF_CORE_READ(bprm, filename));
 }
 
 char LICENSE[] SEC("license") = "GPL";
