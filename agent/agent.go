@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 	"github.com/bpfleet/bpfleet/sync"
 )
@@ -121,19 +122,19 @@ func (a *Agent) provision(s *store.Store, path string) error {
 }
 
 func (a *Agent) readState(s *store.Store) error {
-	snap, err := s.Snapshot()
+	head, err := s.Head()
 	if err != nil {
 		return err
 	}
-	a.status.Root, a.status.Version, a.status.StateDigest = a.root.Version, snap.Version(), snap.StateDigest()
+	a.status.Root, a.status.Version, a.status.StateDigest = a.root.Version, head.Version, head.StateDigest
 	a.status.Overrides = nil
-	for _, o := range snap.Overrides() {
-		if o.Check(a.cfg.DeviceID, sync.ClockKnown(a.now())) == nil {
+	for _, o := range head.Overrides {
+		if o.Check(a.cfg.DeviceID, trust.ClockKnown(a.now())) == nil {
 			a.status.Overrides = append(a.status.Overrides, o.Digest)
 		}
 	}
-	if snap.Expires() > 0 {
-		a.status.Expires = time.Unix(snap.Expires(), 0).UTC()
+	if head.Expires > 0 {
+		a.status.Expires = time.Unix(head.Expires, 0).UTC()
 	}
 	return nil
 }
@@ -291,7 +292,7 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	var run []*sync.Delta
 	var runRaw [][]byte
 	flush := func() error {
-		now := sync.ClockKnown(a.now())
+		now := trust.ClockKnown(a.now())
 		if len(run) > 1 && !a.root.Expired(now) {
 			if _, err := sync.ApplyChain(s, run, now); err == nil {
 				for _, d := range run {
@@ -352,7 +353,7 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 		return nil
 	}
 	if o := u.Override; o != nil {
-		if err := o.Check(a.cfg.DeviceID, sync.ClockKnown(a.now())); err != nil {
+		if err := o.Check(a.cfg.DeviceID, trust.ClockKnown(a.now())); err != nil {
 			if o.Device != a.cfg.DeviceID {
 				return nil // another device's: not ours to judge or to report
 			}
@@ -373,7 +374,7 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 		return nil
 	}
 	d := u.Delta
-	now := sync.ClockKnown(a.now())
+	now := trust.ClockKnown(a.now())
 	if a.root.Expired(now) {
 		a.reject(fmt.Errorf("%w: root %d expired at %s; waiting for a new root", sync.ErrExpired, a.root.Version,
 			time.Unix(a.root.Expires, 0).UTC().Format(time.RFC3339)), len(raw))

@@ -150,21 +150,7 @@ func (t *TrustedRoot) Next(raw []byte) (*TrustedRoot, error) {
 }
 
 // Expired reports whether the root's expiry has passed at now. A zero now (the device does
-// not know the time) never expires anything: see ClockKnown.
+// not know the time) never expires anything: see trust.ClockKnown.
 func (t *TrustedRoot) Expired(now time.Time) bool {
 	return !now.IsZero() && now.Unix() > t.Expires
-}
-
-// clockFloor is a time every real clock is past; a device clock before it (no RTC, no NTP
-// yet) is treated as unknown rather than trusted to judge expiry.
-var clockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// ClockKnown returns now, or the zero time if now is before 2025: a device that booted without
-// a real-time clock does not reject trust as expired or accept it as fresh on the strength of
-// a clock that says 1970.
-func ClockKnown(now time.Time) time.Time {
-	if now.Before(clockFloor) {
-		return time.Time{}
-	}
-	return now
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 
+	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
@@ -284,7 +285,7 @@ func TestApplyChain(t *testing.T) {
 		})
 	}
 	// An unknown clock does not judge expiry.
-	if _, err := Apply(st, &expired, ClockKnown(time.Unix(0, 0))); !errors.Is(err, ErrDiverged) && err != nil {
+	if _, err := Apply(st, &expired, trust.ClockKnown(time.Unix(0, 0))); !errors.Is(err, ErrDiverged) && err != nil {
 		t.Fatalf("expired delta with unknown clock: %v", err)
 	}
 }

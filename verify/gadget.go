@@ -31,11 +31,8 @@ type KeylessVerifier func(bundle []byte, digest string, trustedRoot []byte, iden
 func WithKeyless(v KeylessVerifier) Option { return func(o *options) { o.keyless = v } }
 
 // WithNow sets the time against which trust freshness and overrides are judged (default:
-// the clock, or unknown if it reads before 2025 — see sync.ClockKnown).
+// the clock, or unknown if it reads before 2025 — see trust.ClockKnown).
 func WithNow(now time.Time) Option { return func(o *options) { o.now = now } }
-
-// clockFloor: a clock before it (no RTC, no NTP yet) is unknown, not trusted to judge time.
-var clockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Gadget verifies the gadget image ref in images against the trust store t and its policy,
 // and returns its eBPF program for this machine's architecture. See the package documentation
@@ -45,9 +42,7 @@ func Gadget(t trust.Reader, images *oci.Layout, ref string, opts ...Option) (*Ap
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.now.Before(clockFloor) {
-		o.now = time.Time{}
-	}
+	o.now = trust.ClockKnown(o.now)
 	a, err := gadget(t, images, ref, o)
 	if err != nil {
 		return nil, fmt.Errorf("verify %s: %w", ref, err)

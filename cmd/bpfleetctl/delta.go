@@ -77,6 +77,22 @@ func issuer(stateDir string) (*sync.Issuer, error) {
 	return h.Issue()
 }
 
+// fleetHistory opens the fleet history in stateDir and its current root, which must exist.
+func fleetHistory(stateDir string) (*sync.History, *sync.TrustedRoot, error) {
+	h, err := sync.OpenHistory(stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := h.CurrentRoot()
+	if err != nil {
+		return nil, nil, err
+	}
+	if root == nil {
+		return nil, nil, fmt.Errorf("no fleet history in %s: issue a root first (bpfleetctl root)", stateDir)
+	}
+	return h, root, nil
+}
+
 func clientID() string { return fmt.Sprintf("bpfleetctl-%d", os.Getpid()) }
 
 func rootCmd() *cobra.Command {
@@ -292,13 +308,9 @@ func overrideCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			h, err := sync.OpenHistory(stateDir)
+			_, root, err := fleetHistory(stateDir)
 			if err != nil {
 				return err
-			}
-			root, err := h.CurrentRoot()
-			if err != nil || root == nil {
-				return fmt.Errorf("no fleet history in %s: %v", stateDir, err)
 			}
 			o := &sync.Override{Fleet: root.Fleet, Device: device, Digest: digest, Reason: reason,
 				Expires: time.Now().Add(validFor).Unix()}
@@ -439,13 +451,9 @@ func statusCmd() *cobra.Command {
 		Short: "Show which devices are current, behind, diverged or offline",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			h, err := sync.OpenHistory(stateDir)
+			h, root, err := fleetHistory(stateDir)
 			if err != nil {
 				return err
-			}
-			root, err := h.CurrentRoot()
-			if err != nil || root == nil {
-				return fmt.Errorf("no fleet history in %s: %v", stateDir, err)
 			}
 			version, digest, err := h.Latest()
 			if err != nil {

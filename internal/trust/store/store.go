@@ -556,19 +556,7 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	snap := &Snapshot{signatures: map[string][]trust.Signature{}, revoked: map[trust.Revocation]bool{},
 		overrides: map[string]trust.Override{}}
 	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		if snap.version, err = version(txn); err != nil {
-			return err
-		}
-		if snap.digest, err = currentDigest(txn, snap.version); err != nil {
-			return err
-		}
-		expires, err := readUint(txn, expiresKey)
-		if err != nil {
-			return err
-		}
-		snap.expires = int64(expires)
-		if err := readOverrides(txn, snap.overrides); err != nil {
+		if err := readHead(txn, snap); err != nil {
 			return err
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: true})
@@ -609,6 +597,42 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 		return nil, fmt.Errorf("read trust snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+// Head describes the trust state without its records. It is not a trust.Reader on purpose:
+// nothing can verify against it.
+type Head struct {
+	Version     uint64
+	StateDigest string
+	Expires     int64 // Unix seconds; 0 for a new store
+	Overrides   []trust.Override
+}
+
+// Head reads the version, digest, expiry and overrides: what the agent reports, at a fraction
+// of a full Snapshot's cost on a large store.
+func (s *Store) Head() (Head, error) {
+	snap := &Snapshot{overrides: map[string]trust.Override{}}
+	if err := s.db.View(func(txn *badger.Txn) error { return readHead(txn, snap) }); err != nil {
+		return Head{}, fmt.Errorf("read trust state: %w", err)
+	}
+	return Head{Version: snap.version, StateDigest: snap.digest, Expires: snap.expires, Overrides: snap.Overrides()}, nil
+}
+
+// readHead fills snap's version, digest, expiry and overrides.
+func readHead(txn *badger.Txn, snap *Snapshot) error {
+	var err error
+	if snap.version, err = version(txn); err != nil {
+		return err
+	}
+	if snap.digest, err = currentDigest(txn, snap.version); err != nil {
+		return err
+	}
+	expires, err := readUint(txn, expiresKey)
+	if err != nil {
+		return err
+	}
+	snap.expires = int64(expires)
+	return readOverrides(txn, snap.overrides)
 }
 
 func readOverrides(txn *badger.Txn, into map[string]trust.Override) error {

@@ -348,3 +348,29 @@ func TestApplyChain(t *testing.T) {
 		t.Fatalf("chain applied at once: digest %s (sequential %s), stores equal %t", got, prev, maps.EqualFunc(want, have, bytes.Equal))
 	}
 }
+
+func TestHeadMatchesSnapshot(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Expires: 1800000000, Keys: []trust.Key{testKey(t)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOverride(trust.Override{Fleet: "f", Device: "d", Digest: digestA, Expires: 1800000000, Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := s.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Version != snap.Version() || head.StateDigest != snap.StateDigest() || head.Expires != snap.Expires() ||
+		len(head.Overrides) != 1 || head.Overrides[0].Digest != digestA {
+		t.Fatalf("head %+v, snapshot %+v", head, snap)
+	}
+}
