@@ -194,7 +194,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			// broker queued for it: always ask.
 			a.askCatchUp(dev, true)
 		case <-catchUp.C:
-			if a.behind || (a.unanswered > 0 && time.Since(a.lastAsk) >= retryAfter(a.unanswered)) {
+			if a.behind || (a.unanswered > 0 && time.Since(a.lastAsk) >= retryAfter(a.unanswered)) ||
+				(a.unanswered == 0 && time.Since(a.lastAsk) >= a.pollInterval()) {
 				a.askCatchUp(dev, false)
 			}
 		case <-retry.C:
@@ -264,6 +265,14 @@ func (a *Agent) drain(dev *sync.Device) {
 // retryAfter backs off unanswered catch-up requests: 5 s, 10 s, 20 s, ... up to 5 minutes.
 func retryAfter(unanswered int) time.Duration {
 	return min(catchUpInterval<<min(unanswered-1, 6), 5*time.Minute)
+}
+
+// pollInterval is how often a device that believes it is current asks anyway.
+func (a *Agent) pollInterval() time.Duration {
+	if a.cfg.PollSeconds > 0 {
+		return time.Duration(a.cfg.PollSeconds) * time.Second
+	}
+	return time.Minute
 }
 
 func (a *Agent) askCatchUp(dev *sync.Device, always bool) {

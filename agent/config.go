@@ -31,6 +31,10 @@ type Config struct {
 	// at start, offline, in order, before it ever reaches the broker: trust shipped in firmware.
 	// Those the store already has are skipped.
 	Provision []string `json:"provision,omitempty"`
+	// PollSeconds is how often a device that believes it is current still asks the catch-up
+	// servers what it lacks (default 60): a delta the broker accepted and then lost (a crash
+	// before delivery) is otherwise noticed only when a later one arrives.
+	PollSeconds int `json:"poll_seconds,omitempty"`
 	// TLS, for ssl:// brokers: the CA that signed the broker's certificate, and the device's
 	// client certificate and key when the broker requires them.
 	CAFile   string `json:"ca_file,omitempty"`

@@ -527,6 +527,9 @@ func TestSyncBrokerKilled(t *testing.T) {
 	kills := knob(t, "BPFLEET_SYNC_BROKER_KILLS", 3, 10)
 	rng := testRand(t)
 	tf := newTestFleet(t)
+	// A SIGKILLed broker can lose deltas it had accepted but not yet delivered; if the last
+	// ones go, only the periodic catch-up poll brings them.
+	tf.cfg.PollSeconds = 5
 	tf.serve(clientID("serve"), "g1")
 	tf.waitServing()
 	var devs []*device
