@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -89,27 +86,6 @@ func LoadConfig(path string) (*Config, error) {
 
 // broker builds the MQTT connection settings, with TLS when the config names certificates.
 func (c *Config) broker() (sync.Broker, error) {
-	b := sync.Broker{URL: c.Broker}
-	if c.CAFile == "" && c.CertFile == "" {
-		return b, nil
-	}
-	b.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return b, err
-		}
-		b.TLS.RootCAs = x509.NewCertPool()
-		if !b.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return b, errors.New("ca_file holds no PEM certificate")
-		}
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return b, fmt.Errorf("client certificate: %w", err)
-		}
-		b.TLS.Certificates = []tls.Certificate{cert}
-	}
-	return b, nil
+	t, err := sync.TLSConfig(c.CAFile, c.CertFile, c.KeyFile)
+	return sync.Broker{URL: c.Broker, TLS: t}, err
 }

@@ -2,18 +2,10 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -28,92 +20,12 @@ import (
 // device without a client certificate, with one the broker's CA did not sign, or that trusts
 // another CA than the broker's, never gets a session.
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	name string
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
-}
-
-var serial int64
-
-func newCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	ca := &testCA{t: t, dir: dir, name: name, key: newKey(t)}
-	tmpl := ca.template(pkix.Name{CommonName: name})
-	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, ca.key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ca.cert, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	ca.writePEM(name+".crt", "CERTIFICATE", der)
-	return ca
-}
-
-func (ca *testCA) template(subject pkix.Name) *x509.Certificate {
-	serial++
-	return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-}
-
-func (ca *testCA) writePEM(name, typ string, der []byte) string {
-	ca.t.Helper()
-	p := filepath.Join(ca.dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		ca.t.Fatal(err)
-	}
-	return p
-}
-
-// certFile is the CA's own certificate, PEM.
-func (ca *testCA) certFile() string { return filepath.Join(ca.dir, ca.name+".crt") }
-
-// issue signs a leaf certificate: for a server (IP SAN 127.0.0.1) or a client (CN = cn). It
-// returns the certificate and PKCS#8 key files.
-func (ca *testCA) issue(cn string, server bool) (certFile, keyFile string) {
-	ca.t.Helper()
-	key := newKey(ca.t)
-	tmpl := ca.template(pkix.Name{CommonName: cn})
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return ca.writePEM(ca.name+"-"+cn+".crt", "CERTIFICATE", der), ca.writePEM(ca.name+"-"+cn+".key", "PRIVATE KEY", pkcs8)
-}
-
 // tlsBroker is sync.Broker settings for the test's own clients (publisher, status watcher).
 func tlsBroker(t *testing.T, url, caFile, certFile, keyFile string) sync.Broker {
 	t.Helper()
-	pemCA, err := os.ReadFile(caFile)
+	cfg, err := sync.TLSConfig(caFile, certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
-	if !cfg.RootCAs.AppendCertsFromPEM(pemCA) {
-		t.Fatal("no CA certificate in", caFile)
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return sync.Broker{URL: url, TLS: cfg}
 }
@@ -138,7 +50,7 @@ func handshake(addr string, cfg *tls.Config) error {
 
 type tlsFixture struct {
 	*fixture
-	ca       *testCA
+	ca       *mosquitto.CA
 	operator sync.Broker // the test's own TLS clients, with a client certificate of ca
 }
 
@@ -147,19 +59,19 @@ type tlsFixture struct {
 func newTLSFixture(t *testing.T) *tlsFixture {
 	t.Helper()
 	pki := t.TempDir()
-	ca := newCA(t, pki, "fleet-ca")
-	serverCert, serverKey := ca.issue("broker", true)
-	broker := mosquitto.StartTLS(t, mosquitto.TLS{CAFile: ca.certFile(), CertFile: serverCert, KeyFile: serverKey, RequireCertificate: true},
+	ca := mosquitto.NewCA(t, pki, "fleet-ca")
+	serverCert, serverKey := ca.Issue("broker", true)
+	broker := mosquitto.StartTLS(t, mosquitto.TLS{CAFile: ca.CertFile(), CertFile: serverCert, KeyFile: serverKey, RequireCertificate: true},
 		"log_type all")
 	// newFixture starts a plain broker too; the fixture's history, keys and root are what we
 	// reuse, with the TLS broker in its place.
 	f := newFixture(t)
 	f.broker.Stop()
 	f.broker = broker
-	devCert, devKey := ca.issue("dev1", false)
-	f.cfg.Broker, f.cfg.CAFile, f.cfg.CertFile, f.cfg.KeyFile = broker.URL(), ca.certFile(), devCert, devKey
-	opCert, opKey := ca.issue("operator", false)
-	return &tlsFixture{fixture: f, ca: ca, operator: tlsBroker(t, broker.URL(), ca.certFile(), opCert, opKey)}
+	devCert, devKey := ca.Issue("dev1", false)
+	f.cfg.Broker, f.cfg.CAFile, f.cfg.CertFile, f.cfg.KeyFile = broker.URL(), ca.CertFile(), devCert, devKey
+	opCert, opKey := ca.Issue("operator", false)
+	return &tlsFixture{fixture: f, ca: ca, operator: tlsBroker(t, broker.URL(), ca.CertFile(), opCert, opKey)}
 }
 
 func (f *tlsFixture) publishTLS(msgs ...[]byte) {
@@ -248,8 +160,8 @@ func TestAgentOverTLSWithClientCertificate(t *testing.T) {
 func TestAgentOverTLSRefused(t *testing.T) {
 	f := newTLSFixture(t)
 	pki := t.TempDir()
-	rogue := newCA(t, pki, "rogue-ca")
-	rogueCert, rogueKey := rogue.issue("dev1", false)
+	rogue := mosquitto.NewCA(t, pki, "rogue-ca")
+	rogueCert, rogueKey := rogue.Issue("dev1", false)
 	// Control: the device's own settings pass the same handshake probe.
 	if err := handshake(f.broker.Addr(), tlsBroker(t, f.cfg.Broker, f.cfg.CAFile, f.cfg.CertFile, f.cfg.KeyFile).TLS); err != nil {
 		t.Fatalf("handshake with the device's correct settings: %v", err)
@@ -265,7 +177,7 @@ func TestAgentOverTLSRefused(t *testing.T) {
 			"certificate required", "peer did not return a certificate"},
 		{"client certificate of another CA", func(c *Config) { c.CertFile, c.KeyFile = rogueCert, rogueKey },
 			"unknown certificate authority", "certificate verify failed"},
-		{"wrong CA for the broker", func(c *Config) { c.CAFile = rogue.certFile() },
+		{"wrong CA for the broker", func(c *Config) { c.CAFile = rogue.CertFile() },
 			"x509: certificate signed by unknown authority", "alert bad certificate"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,11 +3,13 @@ package sync
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	gosync "sync"
 	"time"
@@ -48,6 +50,38 @@ type Status struct {
 type Broker struct {
 	URL string      // tcp://host:port, ssl://host:port
 	TLS *tls.Config // client certificates and CA for ssl:// brokers; nil for tcp://
+}
+
+// TLSConfig builds the TLS settings of an ssl:// broker from PEM files: caFile is the CA that
+// signed the broker's certificate (empty: the system's roots), certFile and keyFile the
+// client's certificate and key when the broker requires one (both or neither). With no file
+// at all it returns nil: a tcp:// broker.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("a client certificate needs both its certificate and key files")
+	}
+	if caFile == "" && certFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker CA: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker CA: %s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 func (b Broker) options(clientID string) *mqtt.ClientOptions {

@@ -50,21 +50,25 @@ func loadPublicKeys(paths []string) ([]crypto.PublicKey, error) {
 }
 
 // issued writes a sealed message to a file and/or publishes it, as the flags ask.
-func issued(raw []byte, out, broker, fleet string) error {
+func issued(raw []byte, out string, publish *brokerFlags, fleet string) error {
 	if out != "" {
 		if err := os.WriteFile(out, raw, 0o644); err != nil {
 			return err
 		}
 	}
-	if broker == "" {
+	if publish.url == "" {
 		return nil
+	}
+	b, err := publish.broker()
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := sync.Publish(ctx, sync.Broker{URL: broker}, clientID(), sync.UpdatesTopic(fleet), false, raw); err != nil {
+	if err := sync.Publish(ctx, b, clientID(), sync.UpdatesTopic(fleet), false, raw); err != nil {
 		return err
 	}
-	fmt.Printf("published to %s on %s\n", sync.UpdatesTopic(fleet), broker)
+	fmt.Printf("published to %s on %s\n", sync.UpdatesTopic(fleet), b.URL)
 	return nil
 }
 
@@ -96,7 +100,8 @@ func fleetHistory(stateDir string) (*sync.History, *sync.TrustedRoot, error) {
 func clientID() string { return fmt.Sprintf("bpfleetctl-%d", os.Getpid()) }
 
 func rootCmd() *cobra.Command {
-	var stateDir, fleet, out, broker string
+	var stateDir, fleet, out string
+	var broker *brokerFlags
 	var rootKeys, deltaKeys, sign []string
 	var rootThreshold, deltaThreshold uint64
 	var expires time.Duration
@@ -149,13 +154,14 @@ func rootCmd() *cobra.Command {
 	f.StringArrayVar(&sign, "sign", nil, "private key to sign with (repeatable)")
 	f.DurationVar(&expires, "expires", 365*24*time.Hour, "how long the root is valid")
 	f.StringVarP(&out, "output", "o", "", "also write the sealed root to this file")
-	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	broker = addBrokerFlags(f, "publish", "", "publish it to this MQTT broker URL")
 	c.MarkFlagRequired("state-dir")
 	return c
 }
 
 func deltaCmd() *cobra.Command {
-	var stateDir, out, broker, policyFile, trustedRoot string
+	var stateDir, out, policyFile, trustedRoot string
+	var broker *brokerFlags
 	var sign, trustKeys, layouts, revokeKeys, revokeIdentities, revokeDigests []string
 	var expires time.Duration
 	c := &cobra.Command{
@@ -248,7 +254,7 @@ func deltaCmd() *cobra.Command {
 	f.StringVar(&trustedRoot, "trusted-root", "", "Sigstore trusted_root.json to deliver")
 	f.DurationVar(&expires, "expires", 30*24*time.Hour, "how long devices may consider this state fresh")
 	f.StringVarP(&out, "output", "o", "", "also write the sealed delta to this file")
-	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	broker = addBrokerFlags(f, "publish", "", "publish it to this MQTT broker URL")
 	c.MarkFlagRequired("state-dir")
 	return c
 }
@@ -292,7 +298,8 @@ func layoutSignatures(dir string) ([]trust.Signature, error) {
 }
 
 func overrideCmd() *cobra.Command {
-	var stateDir, device, digest, reason, out, broker string
+	var stateDir, device, digest, reason, out string
+	var broker *brokerFlags
 	var sign []string
 	var validFor time.Duration
 	c := &cobra.Command{
@@ -336,7 +343,7 @@ func overrideCmd() *cobra.Command {
 	f.DurationVar(&validFor, "for", 4*time.Hour, "how long the override lasts (at most 168h)")
 	f.StringArrayVar(&sign, "sign", nil, "root-role private key to sign with (repeatable)")
 	f.StringVarP(&out, "output", "o", "", "also write the sealed override to this file")
-	f.StringVar(&broker, "publish", "", "publish it to this MQTT broker URL")
+	broker = addBrokerFlags(f, "publish", "", "publish it to this MQTT broker URL")
 	for _, name := range []string{"state-dir", "device", "digest", "reason"} {
 		c.MarkFlagRequired(name)
 	}
@@ -344,7 +351,8 @@ func overrideCmd() *cobra.Command {
 }
 
 func publishCmd() *cobra.Command {
-	var broker, fleet, device string
+	var fleet, device string
+	var broker *brokerFlags
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "publish FILE...",
@@ -378,7 +386,10 @@ func publishCmd() *cobra.Command {
 				}
 				msgs = append(msgs, msg)
 			}
-			b := sync.Broker{URL: broker}
+			b, err := broker.broker()
+			if err != nil {
+				return err
+			}
 			// The device's retained status before publishing, to tell a new rejection from
 			// an old one.
 			var before sync.Status
@@ -390,7 +401,7 @@ func publishCmd() *cobra.Command {
 			if err := sync.Publish(ctx, b, clientID(), sync.UpdatesTopic(fleet), false, msgs...); err != nil {
 				return err
 			}
-			fmt.Printf("published %d message(s) to %s on %s\n", len(msgs), sync.UpdatesTopic(fleet), broker)
+			fmt.Printf("published %d message(s) to %s on %s\n", len(msgs), sync.UpdatesTopic(fleet), b.URL)
 			if device == "" {
 				return nil
 			}
@@ -408,7 +419,7 @@ func publishCmd() *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	broker = addBrokerFlags(f, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
 	f.StringVar(&fleet, "fleet", "", "fleet to publish to")
 	f.StringVar(&device, "wait-device", "", "wait until this device reports the highest published version")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
@@ -417,7 +428,8 @@ func publishCmd() *cobra.Command {
 }
 
 func serveCmd() *cobra.Command {
-	var stateDir, broker, group string
+	var stateDir, group string
+	var broker *brokerFlags
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Answer devices' catch-up requests from the fleet's history until interrupted",
@@ -432,19 +444,24 @@ func serveCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return sync.Serve(ctx, sync.Broker{URL: broker}, clientID(), group, h, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			b, err := broker.broker()
+			if err != nil {
+				return err
+			}
+			return sync.Serve(ctx, b, clientID(), group, h, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
-	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	broker = addBrokerFlags(f, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
 	f.StringVar(&group, "group", "bpfleet-serve", "shared-subscription group of the serving instances")
 	c.MarkFlagRequired("state-dir")
 	return c
 }
 
 func statusCmd() *cobra.Command {
-	var stateDir, broker, out string
+	var stateDir, out string
+	var broker *brokerFlags
 	var wait time.Duration
 	c := &cobra.Command{
 		Use:   "status",
@@ -461,7 +478,11 @@ func statusCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
 			defer cancel()
-			reports, err := sync.FleetStatus(ctx, sync.Broker{URL: broker}, clientID(), root.Fleet, version, digest, wait)
+			b, err := broker.broker()
+			if err != nil {
+				return err
+			}
+			reports, err := sync.FleetStatus(ctx, b, clientID(), root.Fleet, version, digest, wait)
 			if err != nil {
 				return err
 			}
@@ -485,7 +506,7 @@ func statusCmd() *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&stateDir, "state-dir", "", "the fleet's history")
-	f.StringVar(&broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	broker = addBrokerFlags(f, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
 	f.DurationVar(&wait, "wait", 2*time.Second, "how long to collect device statuses")
 	f.StringVarP(&out, "output", "o", "columns", "output format: columns or json")
 	c.MarkFlagRequired("state-dir")
