@@ -330,11 +330,7 @@ func TestCosignInterop(t *testing.T) {
 	i.checkDecision(i.verifyJSON(oci11Repo+":v1", pub), oci11, id, "image-layout", "oci11-referrer", 0)
 
 	// Through the trust store: a delta trusts cosign's key and carries the legacy signature,
-	// collected by bpfleetctl from a crane-pulled layout (cosign save's untagged layout names
-	// no image to collect signatures for).
-	pulledLegacy := i.path("pulled-legacy")
-	i.tool(i.crane, "pull", "--format=oci", "--annotate-ref", legacyRepo+":v1",
-		legacyRepo+":sha256-"+strings.TrimPrefix(legacy, "sha256:")+".sig", pulledLegacy)
+	// collected by bpfleetctl from the untagged layout `cosign save` wrote.
 	broker := mosquitto.Start(t)
 	i.run(i.ctl, "keygen", "--output-key-prefix", i.path("keys/root"))
 	i.run(i.ctl, "keygen", "--output-key-prefix", i.path("keys/fleet"))
@@ -352,7 +348,7 @@ func TestCosignInterop(t *testing.T) {
 	}
 	defer i.stopAgent(agent, agentLog)
 	out := i.run(i.ctl, "delta", "--state-dir", i.path("fleet"), "--sign", i.path("keys/fleet.key"),
-		"--trust-key", pub, "--signatures-from", pulledLegacy, "-o", i.path("delta-1.cbor"))
+		"--trust-key", pub, "--signatures-from", saved, "-o", i.path("delta-1.cbor"))
 	if !strings.Contains(out, "1 key(s), 1 signature(s)") {
 		t.Fatalf("bpfleetctl delta: %s", out)
 	}

@@ -169,7 +169,8 @@ func deltaCmd() *cobra.Command {
 		Short: "Issue the next trust delta: gadget keys and signatures, on top of the fleet's state",
 		Long: "Issue the next delta of the fleet's hash chain, signed (--sign) by delta-role keys.\n" +
 			"--trust-key adds a public key devices will trust for gadget signatures;\n" +
-			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images;\n" +
+			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images\n" +
+			"and for the images of a `cosign save` layout;\n" +
 			"--revoke-key/--revoke-identity/--revoke-digest withdraw trust, effective offline at once;\n" +
 			"--policy replaces the verification policy (JSON, see docs/verification.md);\n" +
 			"--trusted-root replaces the Sigstore trusted_root.json for keyless signatures.\n" +
@@ -284,8 +285,21 @@ func layoutSignatures(dir string) ([]trust.Signature, error) {
 	if err != nil {
 		return nil, err
 	}
+	// `cosign save` tags nothing: its images are found by their "kind" annotation.
+	saved, err := cosign.SavedImages(l)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range saved {
+		images = append(images, oci.Image{Ref: d, Digest: d})
+	}
 	var out []trust.Signature
+	seen := map[string]bool{}
 	for _, img := range images {
+		if seen[img.Digest] {
+			continue
+		}
+		seen[img.Digest] = true
 		sigs, err := cosign.ReadSignatures(l, img.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("signatures of %s: %w", img.Ref, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,10 +92,14 @@ func TestReadSignaturesCosignSave(t *testing.T) {
 	imgB, sigB, payloadB := signedImage(t, build, "b")
 	device := openLayout(t)
 	importInto(t, device, exportLayout(t, build,
-		annotated(imgA, AnnotationKind, "dev.cosignproject.cosign/image"), annotated(sigA, AnnotationKind, KindSignatures)))
+		annotated(imgA, AnnotationKind, KindImage), annotated(sigA, AnnotationKind, KindSignatures)))
 	importInto(t, device, exportLayout(t, build,
-		annotated(imgB, AnnotationKind, "dev.cosignproject.cosign/image"), annotated(sigB, AnnotationKind, KindSignatures)))
+		annotated(imgB, AnnotationKind, KindImageIndex), annotated(sigB, AnnotationKind, KindSignatures)))
 
+	saved, err := SavedImages(device)
+	if err != nil || !slices.Equal(saved, []string{imgA.Digest, imgB.Digest}) {
+		t.Fatalf("SavedImages = %q, %v; want the two images %s %s", saved, err, imgA.Digest, imgB.Digest)
+	}
 	for _, tt := range []struct {
 		image   oci.Descriptor
 		payload []byte
@@ -129,6 +134,10 @@ func TestReadSignaturesCosignSave(t *testing.T) {
 	importInto(t, other, exportLayout(t, build, annotated(sigA, AnnotationKind, KindSignatures, oci.AnnotationRefName, "not-a-signature-tag")))
 	if sigs, err := ReadSignatures(other, imgA.Digest); err != nil || len(sigs) != 0 {
 		t.Errorf("tagged entry with a kind annotation: %d signatures, %v; want none", len(sigs), err)
+	}
+	importInto(t, other, exportLayout(t, build, annotated(imgA, AnnotationKind, KindImage, oci.AnnotationRefName, "v1")))
+	if saved, err := SavedImages(other); err != nil || len(saved) != 0 {
+		t.Errorf("SavedImages of a layout whose images are tagged = %q, %v; want none", saved, err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/bpfleet/bpfleet/internal/oci"
@@ -212,4 +213,25 @@ func hasTag(name, tag string) bool {
 const (
 	AnnotationKind = "kind"
 	KindSignatures = "dev.cosignproject.cosign/sigs"
+	KindImage      = "dev.cosignproject.cosign/image"
+	KindImageIndex = "dev.cosignproject.cosign/imageIndex"
 )
+
+// SavedImages returns the digests of the images `cosign save` wrote into l: untagged
+// index.json entries marked KindImage or KindImageIndex, in index order, each once.
+func SavedImages(l *oci.Layout) ([]string, error) {
+	idx, err := l.Index()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range idx.Manifests {
+		if _, named := d.Annotations[oci.AnnotationRefName]; named {
+			continue
+		}
+		if k := d.Annotations[AnnotationKind]; (k == KindImage || k == KindImageIndex) && !slices.Contains(out, d.Digest) {
+			out = append(out, d.Digest)
+		}
+	}
+	return out, nil
+}
