@@ -44,35 +44,7 @@ func TestStatus(t *testing.T) {
 	b := sync.Broker{URL: broker.URL()}
 
 	// The operator's history: root 1 and three deltas.
-	stateDir := t.TempDir()
-	h, err := sync.OpenHistory(stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is, err := h.Issue()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer is.Close()
-	rootKey, deltaKey := newTestKey(t), newTestKey(t)
-	root, err := is.IssueRoot(sync.RootSpec{Fleet: "f1", RootKeys: []crypto.PublicKey{rootKey.Public()}, RootThreshold: 1,
-		DeltaKeys: []crypto.PublicKey{deltaKey.Public()}, DeltaThreshold: 1, Expires: time.Hour}, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootFile := filepath.Join(t.TempDir(), "root.cbor")
-	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var deltas [][]byte
-	var states []string
-	for range 3 {
-		raw, d, err := is.IssueDelta(sync.DeltaSpec{Expires: time.Hour}, deltaKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deltas, states = append(deltas, raw), append(states, d.State)
-	}
+	stateDir, rootFile, deltas, states := newHistory(t, 3)
 
 	waitStatus := func(device, what string, done func(sync.Status) bool) sync.Status {
 		t.Helper()
@@ -229,6 +201,40 @@ func regexpLine(out, pattern string) bool {
 		}
 	}
 	return false
+}
+
+// newHistory starts a fleet history "f1" in a new state directory with root 1 and n deltas. It
+// returns the directory, the sealed root in a file, and the sealed deltas with their states.
+func newHistory(t *testing.T, n int) (stateDir, rootFile string, deltas [][]byte, states []string) {
+	t.Helper()
+	stateDir = t.TempDir()
+	h, err := sync.OpenHistory(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := h.Issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer is.Close()
+	rootKey, deltaKey := newTestKey(t), newTestKey(t)
+	root, err := is.IssueRoot(sync.RootSpec{Fleet: "f1", RootKeys: []crypto.PublicKey{rootKey.Public()}, RootThreshold: 1,
+		DeltaKeys: []crypto.PublicKey{deltaKey.Public()}, DeltaThreshold: 1, Expires: time.Hour}, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile = filepath.Join(t.TempDir(), "root.cbor")
+	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		raw, d, err := is.IssueDelta(sync.DeltaSpec{Expires: time.Hour}, deltaKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deltas, states = append(deltas, raw), append(states, d.State)
+	}
+	return stateDir, rootFile, deltas, states
 }
 
 func newTestKey(t *testing.T) *ecdsa.PrivateKey {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/internal/mosquitto"
@@ -35,32 +33,10 @@ func TestOperatorOverTLS(t *testing.T) {
 	opCert, opKey := ca.Issue("operator", false)
 	devCert, devKey := ca.Issue("dev1", false)
 
-	stateDir := t.TempDir()
-	h, err := sync.OpenHistory(stateDir)
-	if err != nil {
+	stateDir, rootFile, deltas, states := newHistory(t, 1)
+	deltaFile := filepath.Join(t.TempDir(), "delta1.cbor")
+	if err := os.WriteFile(deltaFile, deltas[0], 0o644); err != nil {
 		t.Fatal(err)
-	}
-	is, err := h.Issue()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootKey, deltaKey := newTestKey(t), newTestKey(t)
-	root, err := is.IssueRoot(sync.RootSpec{Fleet: "f1", RootKeys: []crypto.PublicKey{rootKey.Public()}, RootThreshold: 1,
-		DeltaKeys: []crypto.PublicKey{deltaKey.Public()}, DeltaThreshold: 1, Expires: time.Hour}, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	delta, d, err := is.IssueDelta(sync.DeltaSpec{Expires: time.Hour}, deltaKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is.Close()
-	dir := t.TempDir()
-	rootFile, deltaFile := filepath.Join(dir, "root.cbor"), filepath.Join(dir, "delta1.cbor")
-	for name, b := range map[string][]byte{rootFile: root, deltaFile: delta} {
-		if err := os.WriteFile(name, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	a, err := agent.New(agent.Config{DeviceID: "dev1", Fleet: "f1", Broker: broker.URL(), Root: rootFile,
@@ -102,7 +78,7 @@ func TestOperatorOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("publish over TLS: %v\n%s\nbroker log:\n%s", err, out, broker.Log())
 	}
-	if !strings.Contains(out, "device dev1 is at version 1, state "+d.State) {
+	if !strings.Contains(out, "device dev1 is at version 1, state "+states[0]) {
 		t.Fatalf("publish output:\n%s", out)
 	}
 
