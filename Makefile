@@ -8,7 +8,7 @@ GOARCH  := $(shell $(GO) env GOARCH)
 BPF_ARCH_amd64 := x86
 BPF_ARCH_arm64 := arm64
 BPF_ARCH_arm   := arm
-GADGETS := trace_exec trace_open trace_tcpconnect trace_signal trace_kprobe_exec trace_fentry_exec
+GADGETS := trace_exec trace_open trace_tcpconnect trace_signal trace_kprobe_exec trace_fentry_exec trace_exec_nocore top_file snapshot_process trace_udp
 GADGET_OBJS := $(GADGETS:%=$(BUILD)/gadgets/%.bpf.o)
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 

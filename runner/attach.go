@@ -3,6 +3,7 @@ package runner
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -29,6 +30,8 @@ const (
 	attachFexit
 	attachUprobe
 	attachUretprobe
+	attachSocketFilter
+	attachIter
 )
 
 // program says how one program of the gadget is attached.
@@ -37,7 +40,7 @@ type program struct {
 	section string
 	kind    attachKind
 	group   string // tracepoint category; tracepoints only
-	target  string // tracepoint name, kernel function or, for uprobes, the symbol
+	target  string // tracepoint name, kernel function, iterator target (task) or, for uprobes, the symbol
 	path    string // uprobes only: the executable or library
 }
 
@@ -63,6 +66,11 @@ func planAttach(spec *ebpf.CollectionSpec) ([]program, error) {
 
 func parseSection(section string) (program, error) {
 	p := program{section: section}
+	// socket and socket/<anything>: a socket filter, which needs no target.
+	if section == "socket" || strings.HasPrefix(section, "socket/") {
+		p.kind = attachSocketFilter
+		return p, nil
+	}
 	kind, rest, found := strings.Cut(section, "/")
 	if !found || rest == "" {
 		return p, fmt.Errorf("section %q: %w %q", section, errUnsupportedAttach, kind)
@@ -78,6 +86,13 @@ func parseSection(section string) (program, error) {
 		p.kind, p.target = attachRawTracepoint, rest
 	case "tp_btf":
 		p.kind, p.target = attachBTFTracepoint, rest
+	case "iter":
+		// The target (task, task_file, tcp, ...) was resolved when the program was loaded.
+		// Iterators over one map's elements would need that map at attach time.
+		if rest == "bpf_map_elem" || rest == "bpf_sk_storage_map" || rest == "sockmap" {
+			return p, fmt.Errorf("section %q: %w: iterators over a map's elements", section, errUnsupportedAttach)
+		}
+		p.kind, p.target = attachIter, rest
 	case "kprobe", "kretprobe", "fentry", "fexit":
 		// A kernel function, by name only (no +offset, no module prefix).
 		if strings.ContainsAny(rest, "/+: \t") {
@@ -100,10 +115,11 @@ func parseSection(section string) (program, error) {
 	return p, nil
 }
 
-// attach attaches p. The caller owns the returned link and must close it.
-func (p program) attach(prog *ebpf.Program) (link.Link, error) {
+// attach attaches p. The caller owns the returned link (a [link.Link], or
+// for a socket filter the socket running it) and must close it.
+func (p program) attach(prog *ebpf.Program) (io.Closer, error) {
 	var (
-		l   link.Link
+		l   io.Closer
 		err error
 	)
 	switch p.kind {
@@ -142,6 +158,11 @@ func (p program) attach(prog *ebpf.Program) (link.Link, error) {
 				err = fmt.Errorf("uprobes are not supported by this kernel (CONFIG_UPROBES): %w", err)
 			}
 		}
+	case attachSocketFilter:
+		l, err = openSocketFilter(prog)
+	case attachIter:
+		// A *link.Iter: reading it runs the program (see readIterator).
+		l, err = link.AttachIter(link.IterOptions{Program: prog})
 	default:
 		err = fmt.Errorf("%w %d", errUnsupportedAttach, p.kind)
 	}

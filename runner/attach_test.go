@@ -24,6 +24,9 @@ func TestParseSection(t *testing.T) {
 		{section: "raw_tracepoint/sched_switch", want: program{kind: attachRawTracepoint, target: "sched_switch"}},
 		{section: "raw_tp/sys_enter", want: program{kind: attachRawTracepoint, target: "sys_enter"}},
 		{section: "tp_btf/sched_process_fork", want: program{kind: attachBTFTracepoint, target: "sched_process_fork"}},
+		{section: "iter/task", want: program{kind: attachIter, target: "task"}},
+		{section: "iter/", unsupported: true},
+		{section: "iter/bpf_map_elem", unsupported: true},
 		{section: "tracepoint/sched", err: "want tracepoint/<category>/<name>"},
 		{section: "tracepoint/sched/", err: "want tracepoint/<category>/<name>"},
 		{section: "tracepoint/a/b/c", err: "want tracepoint/<category>/<name>"},
@@ -44,7 +47,9 @@ func TestParseSection(t *testing.T) {
 		{section: "kprobe.multi/do_*", unsupported: true},
 		{section: "lsm/bprm_check_security", unsupported: true},
 		{section: "raw_tracepoint.w/bpf_test_finish", unsupported: true},
-		{section: "socket", unsupported: true},
+		{section: "socket", want: program{kind: attachSocketFilter}},
+		{section: "socket/udp", want: program{kind: attachSocketFilter}},
+		{section: "socketfilter", unsupported: true},
 	} {
 		t.Run(tc.section, func(t *testing.T) {
 			p, err := parseSection(tc.section)

@@ -22,9 +22,10 @@ type Event []Field
 // integers of that size, bool, string for char arrays (cut at the first NUL)
 // and for enums (the enumerator's name, or the number if no name matches),
 // time.Time (UTC) for a gadget_timestamp, [Errno] for a gadget_errno,
-// [Signal] for a gadget_signal, netip.Addr for a struct gadget_l3endpoint,
-// netip.AddrPort for a struct gadget_l4endpoint (the zero value when the
-// endpoint holds no address), and []any of those for other arrays.
+// [Signal] for a gadget_signal, [Syscall] for a gadget_syscall, netip.Addr
+// for a struct gadget_l3endpoint, netip.AddrPort for a struct
+// gadget_l4endpoint (the zero value when the endpoint holds no address), and
+// []any of those for other arrays.
 type Field struct {
 	Name  string // member name; "outer.inner" for members of nested structs
 	Tag   string // the gadget_* typedef the member was declared with, "" if none
@@ -205,6 +206,9 @@ func newScalar(tag string, typ btf.Type) (fieldDecoder, error) {
 	case *btf.Int:
 		if f, ok, err := newTaggedInt(tag, t); ok {
 			return f, err
+		}
+		if tag == syscallTag {
+			return newSyscall(t)
 		}
 		if tag == timestampTag {
 			if t.Size != 8 || t.Encoding&btf.Signed != 0 {

@@ -26,13 +26,23 @@ type gadget struct {
 	lost    *ebpf.VariableSpec // "<events>_lost_samples" counter, nil if the gadget has none
 	decoder *decoder           // decodes one event struct
 	attach  []program          // programs to attach, sorted by name
+
+	// A map iterator or a snapshotter (kind.go) has no tracer, events or
+	// lost; its decoder decodes a map entry or a record.
+	mapIter  *mapIter
+	snapshot *snapshotter
 }
 
 // parseGadget reads the tracer marker and checks everything it refers to.
-// bpfleet runs exactly one tracer per gadget, fed by a BPF ring buffer.
+// bpfleet runs exactly one tracer per gadget, fed by a BPF ring buffer or a
+// perf event array.
+// Map iterators and snapshotters are parsed by parseNonTracer instead.
 func parseGadget(spec *ebpf.CollectionSpec) (*gadget, error) {
 	if spec.Types == nil {
 		return nil, errors.New("ELF has no BTF")
+	}
+	if g, err := parseNonTracer(spec); g != nil || err != nil {
+		return g, err
 	}
 	var markers []string
 	for typ, err := range spec.Types.All() {
@@ -45,7 +55,8 @@ func parseGadget(spec *ebpf.CollectionSpec) (*gadget, error) {
 	}
 	switch len(markers) {
 	case 0:
-		return nil, fmt.Errorf("no %s* variable: not a tracer gadget", tracerPrefix)
+		return nil, fmt.Errorf("no %s*, %s* or %s* variable: not a tracer gadget, map iterator or snapshotter",
+			tracerPrefix, mapIterPrefix, snapshotterPrefix)
 	case 1:
 	default:
 		slices.Sort(markers)
@@ -65,8 +76,8 @@ func parseGadget(spec *ebpf.CollectionSpec) (*gadget, error) {
 	if !ok {
 		return nil, fmt.Errorf("tracer %s: no map %q", g.tracer, g.events)
 	}
-	if m.Type != ebpf.RingBuf {
-		return nil, fmt.Errorf("tracer %s: map %s is a %s, want a ring buffer", g.tracer, g.events, m.Type)
+	if m.Type != ebpf.RingBuf && m.Type != ebpf.PerfEventArray {
+		return nil, fmt.Errorf("tracer %s: map %s is a %s, want a ring buffer or a perf event array", g.tracer, g.events, m.Type)
 	}
 
 	var event *btf.Struct

@@ -104,11 +104,11 @@ func TestParseGadgetErrors(t *testing.T) {
 		{"missing struct", func() *ebpf.CollectionSpec {
 			return loadSpec(t, rename(t, elf, marker, "gadget_tracer_exec___events___evenz"))
 		}, "event struct evenz"},
-		{"perf event array", func() *ebpf.CollectionSpec {
+		{"hash map", func() *ebpf.CollectionSpec {
 			spec := loadSpec(t, elf)
-			spec.Maps["events"].Type = ebpf.PerfEventArray
+			spec.Maps["events"].Type = ebpf.Hash
 			return spec
-		}, "map events is a PerfEventArray, want a ring buffer"},
+		}, "map events is a Hash, want a ring buffer or a perf event array"},
 		{"read-only lost counter", func() *ebpf.CollectionSpec {
 			spec := loadSpec(t, elf)
 			spec.Variables["events_lost_samples"].SectionName = ".rodata"

@@ -33,6 +33,11 @@ const maxColumnWidth = 32
 type printer interface {
 	start() error
 	print(Event) error
+	// round begins one round of a map iterator's rows, fetched at the given
+	// time: the columns format heads it with the time and the number of
+	// rows, then the header line if there are rows; JSON has nothing to
+	// print for it. It takes the place of start.
+	round(at time.Time, rows int) error
 }
 
 // newPrinter returns a printer of the fields of d at the indexes columns,
@@ -72,6 +77,17 @@ func newColumns(w io.Writer, d *decoder, columns []int) *columnPrinter {
 }
 
 func (p *columnPrinter) start() error { return p.line(p.names) }
+
+func (p *columnPrinter) round(at time.Time, rows int) error {
+	unit := "rows"
+	if rows == 1 {
+		unit = "row"
+	}
+	if _, err := fmt.Fprintf(p.w, "--- %s: %d %s\n", at.UTC().Format(time.RFC3339), rows, unit); err != nil || rows == 0 {
+		return err
+	}
+	return p.start()
+}
 
 func (p *columnPrinter) print(ev Event) error {
 	cells := make([]string, len(p.columns))
@@ -126,6 +142,8 @@ type jsonPrinter struct {
 }
 
 func (jsonPrinter) start() error { return nil }
+
+func (jsonPrinter) round(time.Time, int) error { return nil }
 
 func (p jsonPrinter) print(ev Event) error {
 	// Built by hand: a Go map would sort the keys, a struct cannot be declared

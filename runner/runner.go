@@ -14,7 +14,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -39,13 +38,20 @@ type Options struct {
 	// Fields says) after it is printed, on Run's goroutine: while it runs no
 	// events are read, and a full ring buffer loses events.
 	OnEvent func(Event)
+	// Interval is how often a map iterator gadget's map is read, printed
+	// and cleared; 0 means DefaultInterval. Other gadgets ignore it.
+	Interval time.Duration
+
+	// Set by Run from the verified image, and by tests (btfgen.go).
+	btfgen    []byte                    // the image's btfgen layer; nil if it has none
+	kernelBTF func() (*btf.Spec, error) // the kernel's BTF; nil means the kernel's own, as cilium/ebpf finds it
 }
 
 // Stats describes a run.
 type Stats struct {
-	Events   uint64 // events read from the ring buffer
+	Events   uint64 // events read from the ring buffer, map entries read, or iterator records
 	Filtered uint64 // events read but left out by Options.Filters
-	Lost     uint64 // events the gadget dropped because the ring buffer was full
+	Lost     uint64 // events dropped, mostly because the ring buffer or a CPU's perf buffer was full
 }
 
 // Run loads and attaches an approved gadget and prints its events until ctx
@@ -54,6 +60,7 @@ type Stats struct {
 // returns. The returned Stats is never nil: after an error it tells what was
 // seen before.
 func Run(ctx context.Context, g *verify.Approved, opts Options) (*Stats, error) {
+	opts.btfgen = g.BTFGen()
 	return run(ctx, g.Ref(), g.Program(), opts)
 }
 
@@ -70,9 +77,15 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 // loadError explains a refused load. BPF tracing programs (fentry/fexit) are refused with
 // EPERM by kernels in lockdown and some hardened builds; cilium/ebpf's generic hint about
 // memlock would mislead there.
-func loadError(plan []program, err error) error {
-	if _, kerr := btf.LoadKernelSpec(); kerr != nil {
-		return fmt.Errorf("load: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF: %v), and the gadget is compiled for CO-RE against it: %w", kerr, err)
+func loadError(plan []program, target *coreTarget, err error) error {
+	if target.missing != "" {
+		return fmt.Errorf("load: %s, and the gadget is compiled for CO-RE against it: %w", target.missing, err)
+	}
+	if target.entry != "" {
+		err = fmt.Errorf("with CO-RE types from the image's btfgen entry %s: %w", target.entry, err)
+	}
+	if ierr := iterLoadError(plan, err); ierr != nil {
+		return ierr
 	}
 	if errors.Is(err, unix.EPERM) {
 		for _, p := range plan {
@@ -86,8 +99,8 @@ func loadError(plan []program, err error) error {
 }
 
 func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) error {
-	if opts.Timeout < 0 || opts.MaxEvents < 0 {
-		return errors.New("negative Timeout or MaxEvents")
+	if opts.Timeout < 0 || opts.MaxEvents < 0 || opts.Interval < 0 {
+		return errors.New("negative Timeout, MaxEvents or Interval")
 	}
 	out := opts.Output
 	if out == nil {
@@ -134,12 +147,28 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	// programs do not need the accessors, so none are created; parameters
 	// were written into the sections' contents, which the loader then uses.
 	spec.Variables = nil
-	coll, err := ebpf.NewCollection(spec)
+	loadOpts, target, err := prepareLoad(spec, g.events, opts)
 	if err != nil {
-		return loadError(g.attach, err)
+		return err
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, loadOpts)
+	if err != nil {
+		return loadError(g.attach, target, err)
 	}
 	defer coll.Close()
 
+	if g.snapshot != nil {
+		return runSnapshot(ctx, coll, g, v, p, opts, stats)
+	}
+	// A tracer's reader opens before its programs are attached: a perf event
+	// array drops what a CPU sends before that CPU's buffer exists.
+	var rd eventReader
+	if g.mapIter == nil {
+		if rd, err = newEventReader(coll.Maps[g.events], stats); err != nil {
+			return fmt.Errorf("read events from %s: %w", g.events, err)
+		}
+		defer rd.Close() // when attaching fails; closing it twice is harmless
+	}
 	for _, prog := range g.attach {
 		l, err := prog.attach(coll.Programs[prog.name])
 		if err != nil {
@@ -148,9 +177,8 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 		defer l.Close()
 	}
 
-	rd, err := ringbuf.NewReader(coll.Maps[g.events])
-	if err != nil {
-		return fmt.Errorf("read ring buffer %s: %w", g.events, err)
+	if g.mapIter != nil {
+		return runMapIter(ctx, coll, g, v, p, opts, stats)
 	}
 	if opts.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -159,7 +187,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	}
 	// Closing the reader is how a blocked read learns that ctx is done. If that
 	// already began, wait for it to finish: the reader maps the ring buffer's
-	// memory, which keeps the map alive until it is unmapped.
+	// (or perf buffers') memory, which keeps the map alive until it is unmapped.
 	closed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		rd.Close()
@@ -177,7 +205,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 		return fmt.Errorf("print: %w", err)
 	}
 	err = readEvents(rd, g.decoder, v, p, opts, stats)
-	if errors.Is(err, ringbuf.ErrClosed) && ctx.Err() != nil {
+	if errors.Is(err, os.ErrClosed) && ctx.Err() != nil {
 		err = nil
 	}
 	if g.lost != nil {
@@ -185,7 +213,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 		if lerr != nil {
 			err = errors.Join(err, fmt.Errorf("read %s: %w", g.lost.Name, lerr))
 		}
-		stats.Lost = lost
+		stats.Lost += lost
 	}
 	return err
 }
@@ -199,14 +227,14 @@ func readCounter(section *ebpf.Map, v *ebpf.VariableSpec) (uint64, error) {
 	return binary.NativeEndian.Uint64(value[v.Offset:]), nil
 }
 
-func readEvents(rd *ringbuf.Reader, dec *decoder, v *view, p printer, opts Options, stats *Stats) error {
-	var rec ringbuf.Record
+func readEvents(rd eventReader, dec *decoder, v *view, p printer, opts Options, stats *Stats) error {
 	for opts.MaxEvents == 0 || stats.Events-stats.Filtered < uint64(opts.MaxEvents) {
-		if err := rd.ReadInto(&rec); err != nil {
+		sample, err := rd.next()
+		if err != nil {
 			return fmt.Errorf("read events: %w", err)
 		}
 		stats.Events++
-		ev, err := dec.decode(rec.RawSample)
+		ev, err := dec.decode(sample)
 		if err != nil {
 			return fmt.Errorf("decode event: %w", err)
 		}

@@ -295,13 +295,15 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 		cancel      bool // cancel the context while the gadget runs, as on Ctrl-C
 		progs, maps int  // held while running
 	}{
-		// trace_exec: its program, the ring buffer and the .bss map.
-		{name: "timeout", gadget: "trace_exec", opts: Options{Timeout: 300 * time.Millisecond}, progs: 1, maps: 2},
-		{name: "context cancelled", gadget: "trace_exec", cancel: true, progs: 1, maps: 2},
-		{name: "max events", gadget: "trace_exec", opts: Options{MaxEvents: 2}, progs: 1, maps: 2},
+		// trace_exec: its program, the ring buffer, gadget_heap (used on
+		// kernels without ring buffers) and the .bss map.
+		{name: "timeout", gadget: "trace_exec", opts: Options{Timeout: 300 * time.Millisecond}, progs: 1, maps: 3},
+		{name: "context cancelled", gadget: "trace_exec", cancel: true, progs: 1, maps: 3},
+		{name: "max events", gadget: "trace_exec", opts: Options{MaxEvents: 2}, progs: 1, maps: 3},
 		// trace_open (the loader of /bin/true opens files): two programs, the
-		// start hash, the ring buffer, .bss and .rodata holding the parameters.
-		{name: "params and filter", gadget: "trace_open", progs: 2, maps: 4, opts: Options{
+		// start hash, the ring buffer, gadget_heap, .bss and .rodata holding
+		// the parameters.
+		{name: "params and filter", gadget: "trace_open", progs: 2, maps: 5, opts: Options{
 			MaxEvents: 2,
 			Params:    map[string]string{"start_max_entries": "512", "prefix": "/"},
 			Fields:    []string{"fname"},

@@ -65,10 +65,23 @@ func CompileGadget(k *Kernel, src, include, out string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_"+bpfArch,
-		"-I"+vmlinux, "-I"+include, "-c", src, "-o", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("testbed: clang %s for %s: %v: %s", src, k.Arch.Name, err, b)
+	return compileBPF(k.Arch.Name, bpfArch, src, out, vmlinux, include)
+}
+
+// CompileGadgetNoCORE compiles a gadget that includes no vmlinux.h (gadget/nocore.h instead)
+// for arch: it has no CO-RE relocations, so it runs on kernels without BTF too.
+func CompileGadgetNoCORE(arch Arch, src, include, out string) error {
+	return compileBPF(arch.Name, arch.BPFArch, src, out, include)
+}
+
+// compileBPF compiles src as the Makefile compiles gadgets, then strips its DWARF (BTF stays).
+func compileBPF(arch, bpfArch, src, out string, includes ...string) error {
+	args := []string{"-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_" + bpfArch}
+	for _, dir := range includes {
+		args = append(args, "-I"+dir)
+	}
+	if b, err := exec.Command("clang", append(args, "-c", src, "-o", out)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("testbed: clang %s for %s: %v: %s", src, arch, err, b)
 	}
 	if b, err := exec.Command("llvm-strip", "-g", out).CombinedOutput(); err != nil {
 		return fmt.Errorf("testbed: llvm-strip %s: %v: %s", out, err, b)

@@ -13,7 +13,8 @@
 // all under [CacheDir] (default /var/cache/bpfleet), reused by later runs. Gadgets are CO-RE
 // objects compiled per architecture against a vmlinux.h made from the guest kernel's own BTF,
 // cut out of its image ([Kernel.BTF]); Debian's armmp (armv7) kernel has no BTF, so no CO-RE
-// gadget can run there.
+// gadget can run there: the runner must refuse them saying so, and the guest runs
+// trace_exec_nocore, compiled for arm without vmlinux.h ([CompileGadgetNoCORE]), instead.
 //
 // Network rule: every guest runs in a fresh network namespace ([NewNetns]) with only loopback,
 // a Mosquitto on its 127.0.0.1 ([StartMosquitto]) and QEMU's user-mode network, which the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +25,10 @@ import (
 // signatures); once the device reports it, the host stops the broker; the guest verifies and
 // runs trace_exec offline, sees its own exec, does the same with a kprobe gadget
 // (trace_kprobe_exec) and an fentry gadget (trace_fentry_exec; on kernels without fentry, the
-// runner must refuse it with a clear error), and refuses a tampered copy. The guest reports on
-// the console; this test asserts every step.
+// runner must refuse it with a clear error), and refuses a tampered copy. On a kernel without
+// BTF (armv7) the runner must refuse trace_exec, naming the missing BTF, and the guest instead
+// verifies and runs trace_exec_nocore (signed in delta 2), which has no CO-RE relocations, and
+// sees the probe's exec. The guest reports on the console; this test asserts every step.
 
 const guestTimeout = 90 // seconds for each wait inside the guest
 
@@ -117,10 +120,20 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 			t.Fatal(err)
 		}
 	}
+	include := filepath.Join(h.repo, "gadgets/include")
 	for _, g := range []string{"trace_exec", "trace_kprobe_exec", "trace_fentry_exec"} {
-		if err := CompileGadget(k, filepath.Join(h.repo, "gadgets", g, "program.bpf.c"), filepath.Join(h.repo, "gadgets/include"), p(g+".bpf.o")); err != nil {
+		if err := CompileGadget(k, filepath.Join(h.repo, "gadgets", g, "program.bpf.c"), include, p(g+".bpf.o")); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Where the kernel has no BTF, the gadgets above can only be verified; the exec tracer
+	// without CO-RE is what runs there.
+	signedLater := []string{"trace_kprobe_exec", "trace_fentry_exec"}
+	if !arch.HasBTF {
+		if err := CompileGadgetNoCORE(arch, filepath.Join(h.repo, "gadgets/trace_exec_nocore/program.bpf.c"), include, p("trace_exec_nocore.bpf.o")); err != nil {
+			t.Fatal(err)
+		}
+		signedLater = append(signedLater, "trace_exec_nocore")
 	}
 
 	// Operator: keys, the gadget packaged for this arch and signed, a tampered copy, root 1.
@@ -133,9 +146,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	h.run(t, h.ctl, "package", "--layout", p("trace_exec"), "--ref", "trace_exec:latest", "--arch", arch.Name,
 		"--elf", p("trace_exec.bpf.o"), "--metadata", meta)
 	h.run(t, h.ctl, "sign", "--layout", p("trace_exec"), "--key", p("keys/gadget.key"), "trace_exec:latest")
-	// The kprobe and fentry gadgets, signed with the same key. The firmware carries them
-	// unsigned: their signatures reach the device only in delta 2, over MQTT.
-	for _, g := range []string{"trace_kprobe_exec", "trace_fentry_exec"} {
+	// The kprobe and fentry gadgets (and the one without CO-RE), signed with the same key. The
+	// firmware carries them unsigned: their signatures reach the device only in delta 2, over MQTT.
+	for _, g := range signedLater {
 		h.run(t, h.ctl, "package", "--layout", p(g), "--ref", g+":latest", "--arch", arch.Name,
 			"--elf", p(g+".bpf.o"), "--metadata", filepath.Join(h.repo, "gadgets", g, "gadget.yaml"))
 		os.MkdirAll(p("signed"), 0o755)
@@ -189,15 +202,25 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	t.Cleanup(stopServe)
 
 	// The firmware: pre-provisioned with the fleet's root and delta 1.
-	sc, _ := json.Marshal(map[string]any{"broker": fmt.Sprintf("10.0.2.2:%d", broker.Port), "gadget": "trace_exec:latest",
+	scenario := map[string]any{"broker": fmt.Sprintf("10.0.2.2:%d", broker.Port), "gadget": "trace_exec:latest",
 		"tampered": "trace_exec:tampered", "kprobe": "trace_kprobe_exec:latest", "fentry": "trace_fentry_exec:latest",
-		"probe": "/bin/bpfleet-probe", "timeout": guestTimeout, "provisioned_version": 1, "delta_version": 2})
+		"probe": "/bin/bpfleet-probe", "timeout": guestTimeout, "provisioned_version": 1, "delta_version": 2}
+	layouts := []string{p("trace_exec"), p("tampered")}
+	var deltaSigs []string
+	for _, g := range signedLater {
+		layouts = append(layouts, p(g))
+		deltaSigs = append(deltaSigs, "--signatures-from", p("signed/"+g))
+	}
+	if !arch.HasBTF {
+		scenario["nocore"] = "trace_exec_nocore:latest"
+	}
+	sc, _ := json.Marshal(scenario)
 	initrd := p("initrd.gz")
 	modules, err := firmware.BuildFile(firmware.Spec{
 		Arch: arch.Name, Init: p("init"), AgentBin: p("bpfleet"), Root: p("fleet/root.cbor"),
 		Provision:     []string{p("delta-1.cbor")},
 		Agent:         firmware.Agent{DeviceID: device, Fleet: fleet, Broker: fmt.Sprintf("tcp://10.0.2.2:%d", broker.Port)},
-		Layouts:       []string{p("trace_exec"), p("tampered"), p("trace_kprobe_exec"), p("trace_fentry_exec")},
+		Layouts:       layouts,
 		Network:       &firmware.Network{Interface: "eth0", Address: "10.0.2.15/24", Gateway: "10.0.2.2"},
 		KernelModules: k.Modules, Modules: arch.Modules,
 		Files: []firmware.File{
@@ -233,9 +256,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		}
 	}()
 
-	// Delta 2 arrives over MQTT: the kprobe and fentry gadgets' signatures.
-	h.run(t, h.ctl, "delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key"),
-		"--signatures-from", p("signed/trace_kprobe_exec"), "--signatures-from", p("signed/trace_fentry_exec"), "-o", p("delta-2.cbor"))
+	// Delta 2 arrives over MQTT: the kprobe and fentry gadgets' signatures (and trace_exec_nocore's).
+	h.run(t, h.ctl, append([]string{"delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key")},
+		append(deltaSigs, "-o", p("delta-2.cbor"))...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	pub := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, h.ctl, "publish", "--broker", broker.URL(), "--fleet", fleet,
@@ -260,7 +283,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		t.Fatalf("guest error: %s", r["error"])
 	}
 	want := map[string]string{
-		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": "4",
+		"arch": arch.Name, "kernel": k.Release, "btf": "true", "modules": fmt.Sprint(len(modules)), "images": fmt.Sprint(len(layouts)),
 		"pre_trust": "refused", "trust_version": "2", "trust_keys": "1",
 		// Provisioned delta 1, applied by the agent before the guest's network is up.
 		"pretrust_version": "1", "pretrust_net": "down", "pretrust_verify": "ok", "pre_delta_kprobe": "refused", "broker": "gone", "verify": "ok",
@@ -278,8 +301,11 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		want["fentry_gadget"] = "refused"
 	}
 	if !arch.HasBTF {
-		// Debian's armmp kernel has no BTF: the gadget is verified but cannot be run.
+		// Debian's armmp kernel has no BTF: the CO-RE gadgets are verified but cannot be run;
+		// trace_exec_nocore runs and sees the probe's exec, with the probe's comm as trace_exec would.
 		want["btf"], want["gadget"] = "false", "skipped"
+		want["nocore_verify"], want["nocore_event_filename"], want["nocore_event_comm"], want["nocore_event_pid_match"] =
+			"ok", "/bin/bpfleet-probe", "bpfleet-probe", "true"
 		delete(want, "event_comm")
 		delete(want, "event_pid_match")
 		want["kprobe_gadget"] = "skipped"
@@ -302,6 +328,12 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if !arch.HasBTF && !strings.Contains(r["gadget_reason"], "this kernel has no BTF") {
 		t.Errorf("gadget refused on a kernel without BTF for %q, want the runner to name the missing BTF", r["gadget_reason"])
 	}
+	if !arch.HasBTF {
+		if pid, err := strconv.ParseUint(r["nocore_event_pid"], 10, 32); err != nil || pid == 0 {
+			t.Errorf("trace_exec_nocore event pid %q, want a nonzero PID", r["nocore_event_pid"])
+		}
+		t.Logf("%s trace_exec_nocore event: %s (%s ms from starting the gadget)", arch.Name, r["nocore_event"], r["nocore_attach_to_event_ms"])
+	}
 	if arch.HasBTF && !arch.HasFentry && !strings.Contains(r["fentry_reason"], FentryUnsupported) {
 		t.Errorf("fentry gadget refused for %q, want the runner's %q", r["fentry_reason"], FentryUnsupported)
 	}
@@ -323,8 +355,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		t.Error("guest verify reported no key")
 	}
 	// The device reported the delta through the broker (publish --wait-device returned), then
-	// the broker went away, then the guest found it gone, then the gadget ran.
-	if at["broker"] < applied || (arch.HasBTF && at["first_event_ms"] < at["broker"]) {
+	// the broker went away, then the guest found it gone, then the gadget ran (without BTF,
+	// trace_exec_nocore gives the first event).
+	if at["broker"] < applied || at["first_event_ms"] < at["broker"] {
 		t.Errorf("order: broker stopped at %s, guest saw it gone at %s, first event at %s", applied, at["broker"], at["first_event_ms"])
 	}
 	t.Logf("%s timings (host clock from QEMU start): network up %s (guest %s ms since kernel start), device reported trust "+

@@ -1,12 +1,14 @@
 package verify
 
-// Approved is a gadget that passed verification: the eBPF program bytes it carries are exactly
-// the bytes whose digest chain (layer -> manifest -> index) a trusted signature covers. Only this
-// package creates one, so the runner can take nothing else.
+// Approved is a gadget that passed verification: the eBPF program bytes it carries, and its
+// btfgen layer if it has one, are exactly the bytes whose digest chain (layer -> manifest ->
+// index) a trusted signature covers. Only this package creates one, so the runner can take
+// nothing else.
 type Approved struct {
 	ref      string
 	digest   string
 	program  []byte
+	btfgen   []byte
 	decision Decision
 }
 
@@ -18,6 +20,12 @@ func (a *Approved) Digest() string { return a.digest }
 
 // Program returns the verified eBPF ELF object. Callers must not modify it.
 func (a *Approved) Program() []byte { return a.program }
+
+// BTFGen returns the image's btfgen layer (Inspektor Gadget's
+// application/vnd.gadget.btfgen.v1+binary: a tar.gz of BTF minimized for the program, one file per
+// kernel), or nil when the image has none. The runner takes CO-RE types from it on kernels without
+// BTF. Callers must not modify it.
+func (a *Approved) BTFGen() []byte { return a.btfgen }
 
 // Decision explains why the gadget was approved.
 func (a *Approved) Decision() Decision { return a.decision }

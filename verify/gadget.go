@@ -102,7 +102,7 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	var programs []oci.Descriptor
+	var programs, btfgens []oci.Descriptor
 	for _, l := range manifest.Layers {
 		switch l.MediaType {
 		case oci.MediaTypeEBPFProgram:
@@ -112,7 +112,7 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 			decision.Warnings = append(decision.Warnings, "the image's WebAssembly layer is not run by bpfleet: "+
 				"events are shown as the eBPF program emits them, without the gadget's own post-processing")
 		case oci.MediaTypeBTFGen:
-			decision.Warnings = append(decision.Warnings, "the image's btfgen layer is not used: the gadget runs against the kernel's own BTF")
+			btfgens = append(btfgens, l)
 		}
 	}
 	if len(programs) != 1 {
@@ -122,7 +122,19 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if err != nil {
 		return nil, fmt.Errorf("eBPF program layer: %w", err)
 	}
-	return &Approved{ref: ref, digest: signed.Digest, program: program, decision: decision}, nil
+	// Like IG, at most one btfgen layer; it is read, digest checked, whatever the kernel, so a
+	// tampered one is refused here rather than on the first device without BTF.
+	var btfgen []byte
+	switch len(btfgens) {
+	case 0:
+	case 1:
+		if btfgen, err = images.ReadBlob(btfgens[0]); err != nil {
+			return nil, fmt.Errorf("btfgen layer: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("manifest %s has %d layers of type %s, want at most one", manifestDesc.Digest, len(btfgens), oci.MediaTypeBTFGen)
+	}
+	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, decision: decision}, nil
 }
 
 // letThrough decides whether a gadget whose signature did not verify may still run, and

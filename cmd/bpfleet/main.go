@@ -237,7 +237,7 @@ func verifyCmd(dataDir *string) *cobra.Command {
 
 func runCmd(dataDir *string) *cobra.Command {
 	var out outputFormat
-	var timeout time.Duration
+	var timeout, interval time.Duration
 	var maxEvents int
 	var params, filters, fields []string
 	var listParams bool
@@ -249,13 +249,19 @@ func runCmd(dataDir *string) *cobra.Command {
 			"not verify is refused before anything reaches the kernel.\n\n" +
 			"--param name=value sets one of the gadget's parameters (see --list-params) before it is\n" +
 			"loaded; --fields a,b prints only those fields, in that order; --filter field=value keeps\n" +
-			"only the events whose field prints exactly as value (repeat to require several).",
+			"only the events whose field prints exactly as value (repeat to require several).\n\n" +
+			"A map iterator gadget (top_file) prints its rows every --interval, each round sorted by\n" +
+			"its first counter, descending, and starts counting afresh; --max-events counts rows. A\n" +
+			"snapshotter (snapshot_process) prints one snapshot and exits.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if timeout < 0 || maxEvents < 0 {
 				return fmt.Errorf("--timeout and --max-events must not be negative")
 			}
-			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields}
+			if interval <= 0 {
+				return fmt.Errorf("--interval must be positive")
+			}
+			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields, Interval: interval}
 			if out == "json" {
 				opts.Format = runner.FormatJSON
 			}
@@ -330,6 +336,7 @@ func runCmd(dataDir *string) *cobra.Command {
 	addOutputFlag(c, &out)
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop after this long (default: until Ctrl-C)")
 	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events (that pass --filter)")
+	c.Flags().DurationVar(&interval, "interval", runner.DefaultInterval, "how often a map iterator gadget (top_file) prints and clears its rows")
 	c.Flags().StringArrayVar(&params, "param", nil, "set a gadget parameter, name=value (repeatable)")
 	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types and defaults, and exit")
 	c.Flags().StringSliceVar(&fields, "fields", nil, "print only these fields, in this order (comma-separated)")

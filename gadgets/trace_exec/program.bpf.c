@@ -17,7 +17,7 @@ int trace_sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	/* __data_loc: low 16 bits are the offset from ctx, high 16 the length.
 	 * comm is already the new program's: exec sets it before this tracepoint. */
-	return emit_exec_event((void *)ctx + (ctx->__data_loc_filename & 0xFFFF));
+	return emit_exec_event(ctx, (void *)ctx + (ctx->__data_loc_filename & 0xFFFF));
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -23,7 +23,7 @@ GADGET_TRACER(fentry_exec, events, event);
 SEC("fentry/bprm_execve")
 int BPF_PROG(trace_fentry_exec, struct linux_binprm *bprm)
 {
-	return emit_exec_event(BPF_CORE_READ(bprm, filename));
+	return emit_exec_event(ctx, BPF_CORE_READ(bprm, filename));
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -21,7 +21,7 @@ GADGET_TRACER(kprobe_exec, events, event);
 SEC("kprobe/bprm_execve")
 int BPF_KPROBE(trace_bprm_execve, struct linux_binprm *bprm)
 {
-	return emit_exec_event(BPF_CORE_READ(bprm, filename));
+	return emit_exec_event(ctx, BPF_CORE_READ(bprm, filename));
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -97,7 +97,7 @@ int trace_exit_openat(struct trace_event_raw_sys_exit *ctx)
 		if (prefix[i] == '\0')
 			break;
 		if (event->fname[i] != prefix[i]) {
-			bpf_ringbuf_discard(event, 0);
+			gadget_discard(event);
 			goto cleanup;
 		}
 	}
@@ -112,7 +112,7 @@ int trace_exit_openat(struct trace_event_raw_sys_exit *ctx)
 	event->error = ret < 0 ? (__s32)-ret : 0;
 	event->flags = args->flags;
 	event->mode = args->mode;
-	gadget_submit(event);
+	gadget_submit(ctx, events, event);
 
 cleanup:
 	bpf_map_delete_elem(&start, &tid);

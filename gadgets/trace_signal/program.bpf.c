@@ -55,7 +55,7 @@ int trace_signal_generate(struct trace_event_raw_signal_generate *ctx)
 	event->sig = sig;
 	event->result = ctx->result;
 
-	gadget_submit(event);
+	gadget_submit(ctx, events, event);
 	return 0;
 }
 

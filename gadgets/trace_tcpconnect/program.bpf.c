@@ -119,7 +119,7 @@ int trace_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	event->dst.port = ctx->dport;
 	event->src.proto = event->dst.proto = IPPROTO_TCP;
 	event->established = ctx->newstate == TCP_ESTABLISHED;
-	gadget_submit(event);
+	gadget_submit(ctx, events, event);
 
 cleanup:
 	bpf_map_delete_elem(&sockets, &sk);

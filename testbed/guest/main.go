@@ -9,12 +9,14 @@
 // provisioned delta offline (pretrust_*: the gadget verifies, the kprobe gadget is still
 // refused); network up; agent receives the next trust delta over MQTT; broker gone; gadget
 // verified and run offline while this program execs a probe, with its events echoed as
-// BPFLEET-EVENT lines; a second signed gadget, attached by kprobe, verified and run the same
-// way (kprobe_* results, with the decoded event); a third, attached by fentry, likewise
-// (fentry_*; or fentry_gadget=refused with the runner's reason where the kernel cannot attach
-// fentry); tampered gadget refused. Its last line is
-// BPFLEET-RESULT done=ok or error=...; then it powers the machine off. Run as /bin/bpfleet-probe (a symlink to it), it
-// exits at once: that exec is what the gadget must see.
+// BPFLEET-EVENT lines (on a kernel without BTF, the runner's refusal as gadget_reason, then a
+// gadget without CO-RE relocations verified and run instead: nocore_* results, with the
+// decoded event); a second signed gadget, attached by kprobe, verified and run the same way
+// (kprobe_* results, with the decoded event); a third, attached by fentry, likewise (fentry_*;
+// or fentry_gadget=refused with the runner's reason where the kernel cannot attach fentry);
+// tampered gadget refused. Its last line is BPFLEET-RESULT done=ok or error=...; then it powers
+// the machine off. Run as /bin/bpfleet-probe (a symlink to it), it exits at once: that exec is
+// what the gadget must see.
 package main
 
 import (
@@ -48,6 +50,7 @@ type scenario struct {
 	Tampered string `json:"tampered"` // a gadget that must be refused
 	Kprobe   string `json:"kprobe"`   // a signed kprobe gadget the delta trusts; "" skips it
 	Fentry   string `json:"fentry"`   // a signed fentry gadget the delta trusts; "" skips it
+	NoCORE   string `json:"nocore"`   // a signed gadget without CO-RE relocations the delta trusts; "" skips it
 	// ProvisionedVersion is the trust version the firmware's provisioned updates reach (0:
 	// none); DeltaVersion the one the delta over MQTT brings.
 	ProvisionedVersion uint64 `json:"provisioned_version"`
@@ -264,6 +267,11 @@ func run() error {
 	} else if err := runGadget(sc, wait); err != nil {
 		return err
 	}
+	if sc.NoCORE != "" {
+		if err := runNoCOREGadget(sc, wait, btfErr != nil); err != nil {
+			return err
+		}
+	}
 	if sc.Kprobe != "" {
 		if err := runKprobeGadget(sc, wait, btfErr == nil); err != nil {
 			return err
@@ -294,6 +302,29 @@ func runGadget(sc scenario, wait time.Duration) error {
 			result("event_comm", fmt.Sprint(ev["comm"]))
 			result("event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
 		}, "")
+}
+
+// runNoCOREGadget verifies and runs the gadget without CO-RE relocations, which needs no kernel
+// BTF, offline like the first, and execs the probe until the gadget reports it. first says its
+// event is the scenario's first (the first gadget could not run), reported as first_event_ms.
+func runNoCOREGadget(sc scenario, wait time.Duration, first bool) error {
+	if _, err := bpfleet("verify", sc.NoCORE); err != nil {
+		return fmt.Errorf("verify %s offline: %w", sc.NoCORE, err)
+	}
+	result("nocore_verify", "ok")
+	return watchGadget(sc.NoCORE, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
+		func(ev map[string]any, probes map[string]bool, start time.Duration) {
+			if first {
+				result("first_event_ms", ms(boot.Uptime()))
+			}
+			result("nocore_attach_to_event_ms", ms(boot.Uptime()-start))
+			b, _ := json.Marshal(ev)
+			result("nocore_event", string(b))
+			result("nocore_event_filename", fmt.Sprint(ev["filename"]))
+			result("nocore_event_comm", fmt.Sprint(ev["comm"]))
+			result("nocore_event_pid", fmt.Sprint(ev["pid"]))
+			result("nocore_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		}, "nocore_")
 }
 
 // runKprobeGadget verifies and runs the kprobe gadget (kprobe/bprm_execve), offline like the

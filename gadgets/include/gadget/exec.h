@@ -22,9 +22,10 @@ struct event {
 
 GADGET_TRACER_MAP(events, 256 * 1024);
 
-/* emit_exec_event submits one event for the current task; filename is a
- * kernel pointer to the NUL-terminated path being executed. */
-static __always_inline int emit_exec_event(const void *filename)
+/* emit_exec_event submits one event for the current task; ctx is the
+ * program's context and filename a kernel pointer to the NUL-terminated
+ * path being executed. */
+static __always_inline int emit_exec_event(void *ctx, const void *filename)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -42,7 +43,7 @@ static __always_inline int emit_exec_event(const void *filename)
 	bpf_get_current_comm(event->comm, sizeof(event->comm));
 	bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), filename);
 
-	gadget_submit(event);
+	gadget_submit(ctx, events, event);
 	return 0;
 }
 

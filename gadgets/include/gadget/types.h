@@ -4,7 +4,7 @@
  * keeps these names, so a runner can treat a field specially (for example,
  * turn a gadget_timestamp into wall-clock time) without knowing the gadget.
  */
-/* Include after vmlinux.h, which defines the __u32/__u64 family. */
+/* Include after vmlinux.h or gadget/nocore.h, which define the __u32/__u64 family. */
 #ifndef BPFLEET_GADGET_TYPES_H
 #define BPFLEET_GADGET_TYPES_H
 
@@ -26,6 +26,13 @@ typedef __s32 gadget_errno;
 
 /* A signal number, printed by name (SIGUSR1). */
 typedef __u32 gadget_signal;
+
+/*
+ * A system call number, printed by its name on the runner's architecture
+ * (execve), or as the number when it has none. __u64 as in Inspektor Gadget;
+ * any integer type works.
+ */
+typedef __u64 gadget_syscall;
 
 /*
  * Element types of command-name arrays, used as

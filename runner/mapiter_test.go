@@ -1,0 +1,314 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// roundWriter collects a run's columns output and counts the round
+// headings in it. The printer writes on Run's goroutine, before it calls
+// OnEvent there, so OnEvent can read rounds without locking.
+type roundWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	rounds int
+	first  chan struct{} // closed at the first heading
+}
+
+func newRoundWriter() *roundWriter { return &roundWriter{first: make(chan struct{})} }
+
+func (w *roundWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.HasPrefix(p, []byte("--- ")) {
+		if w.rounds == 0 {
+			close(w.first)
+		}
+		w.rounds++
+	}
+	return w.buf.Write(p)
+}
+
+func (w *roundWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// fileIO writes chunks to a new file at path and reads them back in reads
+// of readSize bytes, all from one locked OS thread, whose ID it returns.
+func fileIO(path string, chunks []int, readSize int) (tid int, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	total := 0
+	for i, n := range chunks {
+		if _, err := f.Write(bytes.Repeat([]byte{byte('a' + i)}, n)); err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, readSize)
+	for total > 0 {
+		n, err := f.Read(buf[:min(readSize, total)])
+		if err != nil {
+			return 0, err
+		}
+		total -= n
+	}
+	return unix.Gettid(), nil
+}
+
+// TestTopFile does known I/O on a file of its own while top_file runs and
+// checks the rows: exact counts once summed over the rounds (each round
+// shows only what happened since the one before), the file's identity as
+// stat() gives it, the order of the rows and the columns output. It then
+// checks that nothing stays loaded.
+func TestTopFile(t *testing.T) {
+	requireRoot(t)
+	elf := gadgetELF(t, "top_file")
+	path := t.TempDir() + "/" + uniqueName("topfile-")
+	name := path[strings.LastIndexByte(path, '/')+1:]
+	chunks, readSize := []int{1000, 2000, 3000, 4000}, 2000 // 4 writes, 5 reads, 10000 bytes
+
+	if held := ownBPFObjects(t); len(held) != 0 {
+		t.Fatalf("process already holds BPF objects %v", held)
+	}
+	type seen struct {
+		round int
+		ev    Event
+	}
+	var (
+		rows    []seen
+		during  map[kernelObject]bool
+		heldErr error
+	)
+	out := newRoundWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rounds := make(chan int, 100)
+	done := runNamed(ctx, "top_file", elf, Options{
+		Output:   out,
+		Interval: 100 * time.Millisecond,
+		Timeout:  30 * time.Second,
+		Params:   map[string]string{"target_pid": strconv.Itoa(os.Getpid())},
+		OnEvent: func(ev Event) {
+			if during == nil && heldErr == nil {
+				during, heldErr = heldBPFObjects()
+			}
+			rows = append(rows, seen{out.rounds, ev})
+			if f, _ := ev.Value("file"); f == name {
+				select {
+				case rounds <- out.rounds:
+				default: // the test only needs the last ones
+				}
+			}
+		},
+	})
+	// The first heading means the programs are attached.
+	waitWhileRunning(t, out.first, done, "a first round")
+	tid, err := fileIO(path, chunks, readSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read on until two rounds after the last one with a row for the file.
+	last := waitWhileRunning(t, rounds, done, "a row for "+name)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case last = <-rounds:
+		default:
+		}
+		out.mu.Lock()
+		n := out.rounds
+		out.mu.Unlock()
+		if n >= last+2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	res := wait(t, done, "the run to end")
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if heldErr != nil {
+		t.Fatal(heldErr)
+	}
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]uint64{}
+	byRound := map[int][]Event{}
+	var fileRounds []int
+	for _, r := range rows {
+		byRound[r.round] = append(byRound[r.round], r.ev)
+		if pid, _ := r.ev.Value("pid"); pid != uint32(os.Getpid()) {
+			t.Errorf("row for pid %v despite target_pid %d: %v", pid, os.Getpid(), r.ev)
+		}
+		if f, _ := r.ev.Value("file"); f != name {
+			continue
+		}
+		fileRounds = append(fileRounds, r.round)
+		checkFields(t, r.ev, map[string]any{"tid": uint32(tid), "comm": testComm(t), "type": "REGULAR",
+			"dev": uint32(st.Dev), "inode": st.Ino})
+		for _, c := range []string{"reads", "writes", "rbytes", "wbytes"} {
+			v, _ := r.ev.Value(c)
+			sums[c] += v.(uint64)
+		}
+	}
+	want := map[string]uint64{"reads": 5, "writes": 4, "rbytes": 10000, "wbytes": 10000}
+	if !maps.Equal(sums, want) {
+		t.Errorf("counts for %s summed over rounds %v: %v, want %v (a round that was not cleared repeats counts)",
+			name, fileRounds, sums, want)
+	}
+	if out.rounds < slices.Max(fileRounds)+2 {
+		t.Errorf("only %d rounds, want two after the last row for the file (round %d)", out.rounds, slices.Max(fileRounds))
+	}
+	// Rows sorted by the first value field, reads, descending.
+	for round, evs := range byRound {
+		if !slices.IsSortedFunc(evs, func(a, b Event) int {
+			ra, _ := a.Value("reads")
+			rb, _ := b.Value("reads")
+			return compareIntegers(rb, ra)
+		}) {
+			t.Errorf("round %d not sorted by reads, descending: %v", round, evs)
+		}
+	}
+
+	// As printed: a heading per round, the header, the row.
+	text := out.String()
+	headings := 0
+	var printedRow bool
+	for line := range strings.Lines(text) {
+		if strings.HasPrefix(line, "--- ") {
+			headings++
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) == 11 && f[3] == name {
+			printedRow = slices.Equal(f[:7], []string{strconv.Itoa(os.Getpid()), strconv.Itoa(tid), testComm(t), name, "REGULAR",
+				strconv.FormatUint(st.Dev, 10), strconv.FormatUint(st.Ino, 10)})
+		}
+	}
+	if headings != out.rounds || !strings.Contains(text, "\nPID ") || !printedRow {
+		t.Errorf("output has %d headings for %d rounds, header line %v, row for %s %v:\n%s",
+			headings, out.rounds, strings.Contains(text, "\nPID "), name, printedRow, text)
+	}
+	if res.stats.Events != uint64(len(rows)) || res.stats.Filtered != 0 {
+		t.Errorf("stats %+v, want %d rows and none filtered", *res.stats, len(rows))
+	}
+
+	// 12 programs; maps stats, calls, .rodata (parameters) and .bss (markers).
+	var progs, nmaps int
+	for obj := range during {
+		if obj.kind == "prog" {
+			progs++
+		} else {
+			nmaps++
+		}
+	}
+	if progs != 12 || nmaps != 4 {
+		t.Errorf("held %d programs and %d maps while running, want 12 and 4: %v", progs, nmaps, during)
+	}
+	checkObjectsGone(t, during)
+}
+
+// checkObjectsGone fails the test if this process still holds a BPF object or
+// if one of the objects it held while running is still in the kernel 5
+// seconds later (the kernel frees maps after an RCU grace period).
+func checkObjectsGone(t *testing.T, during map[kernelObject]bool) {
+	t.Helper()
+	if after := ownBPFObjects(t); len(after) != 0 {
+		t.Errorf("process still holds %v after the run", after)
+	}
+	var left []kernelObject
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		left = left[:0]
+		now := listKernelObjects(t)
+		for obj := range during {
+			if now[obj] {
+				left = append(left, obj)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) != 0 {
+		t.Errorf("still in the kernel after the run: %v", left)
+	}
+}
+
+// --max-events counts rows, and JSON prints one object per row, nothing
+// else.
+func TestTopFileMaxEventsJSON(t *testing.T) {
+	requireRoot(t)
+	elf := gadgetELF(t, "top_file")
+	dir := t.TempDir()
+	var out bytes.Buffer
+	var printed int
+	done := runNamed(context.Background(), "top_file", elf, Options{
+		Output:    &out,
+		Format:    FormatJSON,
+		Interval:  50 * time.Millisecond,
+		Timeout:   30 * time.Second,
+		MaxEvents: 3,
+		Params:    map[string]string{"target_pid": strconv.Itoa(os.Getpid())},
+		Fields:    []string{"file", "writes", "wbytes"},
+		OnEvent:   func(Event) { printed++ },
+	})
+	// Each call writes a new file, so every round has rows for several.
+	var n int
+	stop := triggerLoop(t, func() error {
+		n++
+		_, err := fileIO(fmt.Sprintf("%s/f%d", dir, n), []int{10}, 10)
+		return err
+	})
+	res := wait(t, done, "3 rows")
+	stop()
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if printed != 3 || len(lines) != 3 {
+		t.Fatalf("%d rows passed to OnEvent, output:\n%s\nwant 3 rows", printed, out.String())
+	}
+	for _, l := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(l), &obj); err != nil {
+			t.Fatalf("output line %q: %v", l, err)
+		}
+		if len(obj) != 3 || !strings.HasPrefix(l, `{"file":`) || obj["writes"] == nil || obj["wbytes"] == nil {
+			t.Errorf("output line %q, want the 3 selected fields", l)
+		}
+	}
+}
+
+func TestNegativeInterval(t *testing.T) {
+	_, err := run(context.Background(), "top_file", nil, Options{Interval: -time.Second})
+	if err == nil || !strings.Contains(err.Error(), "negative Timeout, MaxEvents or Interval") {
+		t.Fatalf("got %v, want the negative interval refused", err)
+	}
+}
