@@ -17,6 +17,14 @@ import (
 // armmp kernel has no BTF).
 var qemuArches = []string{"amd64", "arm64", "arm"}
 
+// qemuFigure names an arch's row as docs/performance.md and make cross do (armv7, not arm).
+func qemuFigure(arch string) string {
+	if arch == "arm" {
+		arch = "armv7"
+	}
+	return "QEMU (TCG) boot to first event, " + arch
+}
+
 // benchQEMU reads boot-to-first-event from the QEMU testbed (testbed/, TestScenario), which
 // boots each architecture under TCG, plays the whole scenario and logs its timings. It measures
 // the architectures whose Debian kernel is cached (`make test` caches amd64 and arm64, `make
@@ -35,7 +43,7 @@ func benchQEMU(e *env) {
 			note = fmt.Sprintf("no cached kernel in %s: run `make testbed-all` once, or BPFLEET_BENCH_QEMU=1 to download", cache)
 		}
 		if note != "" {
-			e.add(Row{Group: "qemu", Figure: "QEMU (TCG) boot to first event, " + a, Result: "NOT MEASURED", Note: note})
+			e.add(Row{Group: "qemu", Figure: qemuFigure(a), Result: "NOT MEASURED", Note: note})
 			continue
 		}
 		arches = append(arches, a)
@@ -60,7 +68,7 @@ func benchQEMU(e *env) {
 		if len(out) > 2000 {
 			out = out[len(out)-2000:]
 		}
-		e.add(Row{Group: "qemu", Figure: "QEMU (TCG) boot to first event, " + a, Result: "NOT MEASURED", Note: msg + ": " + string(out)})
+		e.add(Row{Group: "qemu", Figure: qemuFigure(a), Result: "NOT MEASURED", Note: msg + ": " + string(out)})
 	}
 }
 
@@ -80,7 +88,7 @@ func parseQEMU(out string) map[string]Row {
 	}
 	rows := map[string]Row{}
 	for _, m := range qemuTimingsRE.FindAllStringSubmatch(out, -1) {
-		r := Row{Group: "qemu", Figure: "QEMU (TCG) boot to first event, " + m[1], Unit: "s", Result: "INFO",
+		r := Row{Group: "qemu", Figure: qemuFigure(m[1]), Unit: "s", Result: "INFO",
 			Detail: map[string]any{"network_up_host": m[2], "network_up_guest_ms": m[3], "first_event_guest_ms": m[5], "powered_off_host": m[6]}}
 		if first, err := time.ParseDuration(m[4]); err == nil {
 			r.Value = f64(first.Seconds())
