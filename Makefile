@@ -47,7 +47,7 @@ vet:
 # kernel; they need root. Every fuzz target then runs for BPFLEET_FUZZTIME (default 10s).
 test: build vet
 	scripts/interop-tools.sh >/dev/null
-	BPFLEET_INTEROP=1 BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
+	ig=$$(GO=$(GO) scripts/ig-image.sh) && BPFLEET_IG_TRACE_OPEN=$$ig BPFLEET_INTEROP=1 BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
 	GO=$(GO) scripts/store32.sh
 	scripts/fuzz.sh
 	$(MAKE) testbed

@@ -313,16 +313,22 @@ func ebpfLayer(t *testing.T, l *oci.Layout, ref string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := l.ReadManifest(idx.Manifests[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, layer := range m.Layers {
-		if layer.MediaType == oci.MediaTypeEBPFProgram {
-			return layer.Digest
+	for _, md := range idx.Manifests {
+		// Multi-arch indexes (IG's own exports) carry other architectures too.
+		if md.Platform == nil || md.Platform.OS != "linux" || md.Platform.Architecture != runtime.GOARCH {
+			continue
+		}
+		m, err := l.ReadManifest(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, layer := range m.Layers {
+			if layer.MediaType == oci.MediaTypeEBPFProgram {
+				return layer.Digest
+			}
 		}
 	}
-	t.Fatal("no eBPF layer")
+	t.Fatalf("%s: no eBPF layer for linux/%s", ref, runtime.GOARCH)
 	return ""
 }
 
