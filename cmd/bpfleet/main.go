@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bpfleet/bpfleet/agent"
+	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/internal/oci"
 	"github.com/bpfleet/bpfleet/runner"
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -102,7 +104,18 @@ func imageCmd(dataDir *string) *cobra.Command {
 				return err
 			}
 			for _, d := range descs {
-				fmt.Printf("imported %s %s\n", d.Annotations["org.opencontainers.image.ref.name"], d.Digest)
+				if ref := d.Annotations[oci.AnnotationRefName]; ref != "" {
+					fmt.Printf("imported %s %s\n", ref, d.Digest)
+					continue
+				}
+				// Per-arch manifests of an index and `cosign save` entries carry no tag.
+				what := d.MediaType
+				if d.Platform != nil {
+					what = d.Platform.OS + "/" + d.Platform.Architecture + " manifest"
+				} else if kind := d.Annotations[cosign.AnnotationKind]; kind != "" {
+					what = kind
+				}
+				fmt.Printf("imported untagged %s (%s)\n", d.Digest, what)
 			}
 			return nil
 		},
