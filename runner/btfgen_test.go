@@ -9,7 +9,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -260,38 +259,15 @@ func TestRunBTFGen(t *testing.T) {
 // gadget_heap beside it, and that everything was released after the run.
 func runTraceExecProbe(t *testing.T, want ebpf.MapType, opts Options, start func(context.Context, Options) (*Stats, error)) {
 	t.Helper()
-	if held := ownBPFObjects(t); len(held) != 0 {
-		t.Fatalf("process already holds BPF objects %v", held)
-	}
+	requireNothingHeld(t)
 	probe := probeBinary(t)
 	comm := filepath.Base(probe)
-	type running struct {
-		ev     Event
-		held   map[kernelObject]bool
-		events *ebpf.MapInfo
-		heap   *ebpf.MapInfo
-		err    error
-	}
-	found := make(chan running, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts.Output = io.Discard
 	opts.Timeout = time.Minute
-	opts.OnEvent = func(ev Event) {
-		if c, _ := ev.Value("comm"); c != comm || len(found) > 0 {
-			return
-		}
-		r := running{ev: ev}
-		r.held, r.err = heldBPFObjects()
-		if r.err == nil {
-			r.events, r.err = heldMap("events")
-		}
-		if r.err == nil {
-			r.heap, r.err = heldMap("gadget_heap")
-		}
-		found <- r
-		cancel()
-	}
+	var found <-chan firstEvent
+	opts.OnEvent, found = atFirstEvent(comm, cancel, "events", "gadget_heap")
 	done := make(chan result, 1)
 	go func() {
 		stats, err := start(ctx, opts)
@@ -305,11 +281,11 @@ func runTraceExecProbe(t *testing.T, want ebpf.MapType, opts Options, start func
 		t.Fatal(res.err, r.err)
 	}
 
-	if r.events.Type != want {
-		t.Errorf("map events is a %s in the kernel, want a %s", r.events.Type, want)
+	if typ := r.maps["events"].Type; typ != want {
+		t.Errorf("map events is a %s in the kernel, want a %s", typ, want)
 	}
-	if r.heap.Type != ebpf.PerCPUArray {
-		t.Errorf("map gadget_heap is a %s, want a PerCPUArray", r.heap.Type)
+	if typ := r.maps["gadget_heap"].Type; typ != ebpf.PerCPUArray {
+		t.Errorf("map gadget_heap is a %s, want a PerCPUArray", typ)
 	}
 	pid, _ := r.ev.Value("pid")
 	if p, ok := pid.(uint32); !ok || !containsPID(pids, int(p)) {
@@ -320,46 +296,7 @@ func runTraceExecProbe(t *testing.T, want ebpf.MapType, opts Options, start func
 		t.Errorf("stats %+v, want no losses", *res.stats)
 	}
 	// Its program, events, gadget_heap and .bss, whichever the map types.
-	btfgenReleased(t, r.held, 1, 3)
-}
-
-// btfgenReleased checks that a run held progs programs and maps maps, that
-// this process holds no BPF object after it, and that the kernel freed
-// those it held during it.
-func btfgenReleased(t *testing.T, during map[kernelObject]bool, progs, maps int) {
-	t.Helper()
-	var p, m int
-	for obj := range during {
-		if obj.kind == "prog" {
-			p++
-		} else {
-			m++
-		}
-	}
-	if p != progs || m != maps {
-		t.Errorf("run held %d programs and %d maps, want %d and %d: %v", p, m, progs, maps, during)
-	}
-	if after := ownBPFObjects(t); len(after) != 0 {
-		t.Errorf("process still holds %v after the run", after)
-	}
-	// The kernel drops a program's references to its maps after an RCU
-	// grace period.
-	var left []kernelObject
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		left = left[:0]
-		now := listKernelObjects(t)
-		for obj := range during {
-			if now[obj] {
-				left = append(left, obj)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(left) != 0 {
-		t.Errorf("still in the kernel after the run: %v", left)
-	}
+	checkReleased(t, r.held, 1, 3)
 }
 
 // TestGadgetsLoadWithoutRingbuf loads every built-in CO-RE gadget that uses
@@ -438,42 +375,10 @@ func TestRunApprovedBTFGen(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ref = "example.com/gadgets/trace_exec:btfgen"
-	base, err := l.PackageGadget(oci.Gadget{Ref: ref, Arch: runtime.GOARCH, Program: elf, Metadata: []byte("name: trace_exec\n")})
+	// The layer after the program, as ig image build --btfgen adds it.
+	id, err := l.PackageGadget(oci.Gadget{Ref: ref, Arch: runtime.GOARCH, Program: elf, Metadata: []byte("name: trace_exec\n"),
+		Layers: []oci.Layer{{MediaType: oci.MediaTypeBTFGen, Data: layer}}})
 	if err != nil {
-		t.Fatal(err)
-	}
-	// Add the layer to the manifest, as ig image build --btfgen does.
-	idx, err := l.ReadIndex(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := l.ReadManifest(idx.Manifests[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ld, err := l.WriteBlob(oci.MediaTypeBTFGen, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Layers = append(m.Layers, ld)
-	data, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := l.WriteBlob(oci.MediaTypeManifest, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md.Platform = idx.Manifests[0].Platform
-	idx.Manifests = []oci.Descriptor{md}
-	if data, err = json.Marshal(idx); err != nil {
-		t.Fatal(err)
-	}
-	id, err := l.WriteBlob(oci.MediaTypeIndex, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Tag(ref, id); err != nil {
 		t.Fatal(err)
 	}
 

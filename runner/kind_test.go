@@ -35,10 +35,8 @@ func snippetELF(t *testing.T, src string) []byte {
 	if err := os.WriteFile(c, []byte(snippetPrelude+src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("clang", "-target", "bpf", "-O2", "-g", "-I"+filepath.Join("..", "gadgets", "include"),
-		"-c", c, "-o", obj).CombinedOutput()
-	if err != nil {
-		t.Fatalf("clang: %v\n%s", err, out)
+	if err := clangBPF(c, obj); err != nil {
+		t.Fatal(err)
 	}
 	elf, err := os.ReadFile(obj)
 	if err != nil {

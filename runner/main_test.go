@@ -44,6 +44,40 @@ func traceExecELF(t testing.TB) []byte {
 // toolchain is missing.
 func gadgetELF(t testing.TB, name string) []byte {
 	t.Helper()
+	requireToolchain(t)
+	builtMu.Lock()
+	build, ok := built[name]
+	if !ok {
+		build = sync.OnceValues(func() ([]byte, error) {
+			return buildGadget(filepath.Join("..", "gadgets", name, "program.bpf.c"), name+".bpf.o")
+		})
+		built[name] = build
+	}
+	builtMu.Unlock()
+	elf, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return elf
+}
+
+// testdataELF builds testdata/<name>.bpf.c, a gadget only the tests use,
+// as gadgetELF builds the built-in ones.
+func testdataELF(t testing.TB, name string) []byte {
+	t.Helper()
+	requireToolchain(t)
+	elf, err := buildGadget(filepath.Join("testdata", name+".bpf.c"), "testdata-"+name+".bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return elf
+}
+
+// requireToolchain skips the test unless this host can build gadgets as
+// the Makefile does: clang, bpftool and llvm-strip, a known BPF target
+// architecture, and kernel BTF for vmlinux.h.
+func requireToolchain(t testing.TB) {
+	t.Helper()
 	for _, tool := range []string{"clang", "bpftool", "llvm-strip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("building gadgets needs %s: %v", tool, err)
@@ -55,18 +89,6 @@ func gadgetELF(t testing.TB, name string) []byte {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		t.Skipf("building gadgets needs kernel BTF: %v", err)
 	}
-	builtMu.Lock()
-	build, ok := built[name]
-	if !ok {
-		build = sync.OnceValues(func() ([]byte, error) { return buildGadget(name) })
-		built[name] = build
-	}
-	builtMu.Unlock()
-	elf, err := build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return elf
 }
 
 func prepareBuildDir() error {
@@ -86,24 +108,42 @@ func prepareBuildDir() error {
 	return os.WriteFile(filepath.Join(include, "vmlinux.h"), vmlinux, 0o644)
 }
 
-// buildGadget builds gadgets/<name> the way the Makefile does.
-func buildGadget(name string) ([]byte, error) {
+// buildGadget builds the gadget C file src into buildDir/obj the way the
+// Makefile does: clang against this kernel's vmlinux.h, then llvm-strip.
+func buildGadget(src, obj string) ([]byte, error) {
 	if err := prepareBuild(); err != nil {
 		return nil, err
 	}
-	obj := filepath.Join(buildDir, name+".bpf.o")
-	for _, args := range [][]string{
-		{"clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_" + targetArch, "-I" + filepath.Join(buildDir, "include"),
-			"-I" + filepath.Join("..", "gadgets", "include"),
-			"-c", filepath.Join("..", "gadgets", name, "program.bpf.c"), "-o", obj},
-		{"llvm-strip", "-g", obj},
-	} {
-		var stderr bytes.Buffer
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("build %s: %s: %w\n%s", name, args[0], err, stderr.Bytes())
-		}
+	obj = filepath.Join(buildDir, obj)
+	if err := clangBPF(src, obj, filepath.Join(buildDir, "include")); err != nil {
+		return nil, err
+	}
+	if err := runTool("llvm-strip", "-g", obj); err != nil {
+		return nil, fmt.Errorf("build %s: %w", src, err)
 	}
 	return os.ReadFile(obj)
+}
+
+// clangBPF compiles the BPF C file src into obj with the Makefile's clang
+// flags, looking for headers in include, then in the gadgets' own.
+func clangBPF(src, obj string, include ...string) error {
+	args := []string{"-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_" + targetArch}
+	for _, dir := range append(include, filepath.Join("..", "gadgets", "include")) {
+		args = append(args, "-I"+dir)
+	}
+	if err := runTool("clang", append(args, "-c", src, "-o", obj)...); err != nil {
+		return fmt.Errorf("build %s: %w", src, err)
+	}
+	return nil
+}
+
+// runTool runs a build tool, with its error output in the error.
+func runTool(name string, args ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w\n%s", name, err, stderr.Bytes())
+	}
+	return nil
 }

@@ -126,7 +126,7 @@ type row struct {
 // runMapIter prints the gadget's map every interval until ctx is done, the
 // timeout passes or MaxEvents rows were printed. The caller has loaded and
 // attached the gadget and releases it.
-func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, v *view, p printer, opts Options, stats *Stats) error {
+func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
 	interval := opts.Interval
 	if interval == 0 {
 		interval = DefaultInterval
@@ -154,28 +154,20 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, v *view, 
 		if err != nil {
 			return err
 		}
-		stats.Events += uint64(len(rows))
-		shown := rows[:0]
-		for _, r := range rows {
-			if v.match(r.ev) {
-				shown = append(shown, r)
-			} else {
-				stats.Filtered++
-			}
-		}
+		// The round's heading gives the number of rows shown, so all are
+		// filtered before any is printed.
+		e.stats.Events += uint64(len(rows))
+		shown := slices.DeleteFunc(rows, func(r row) bool { return !e.keep(r.ev) })
 		last := opts.MaxEvents > 0 && printed+len(shown) >= opts.MaxEvents
 		if last {
 			shown = shown[:opts.MaxEvents-printed]
 		}
-		if err := p.round(at, len(shown)); err != nil {
+		if err := e.printer.round(at, len(shown)); err != nil {
 			return fmt.Errorf("print: %w", err)
 		}
 		for _, r := range shown {
-			if err := p.print(r.ev); err != nil {
-				return fmt.Errorf("print: %w", err)
-			}
-			if opts.OnEvent != nil {
-				opts.OnEvent(r.ev)
+			if err := e.show(r.ev); err != nil {
+				return err
 			}
 		}
 		printed += len(shown)

@@ -92,9 +92,7 @@ func TestTopFile(t *testing.T) {
 	name := path[strings.LastIndexByte(path, '/')+1:]
 	chunks, readSize := []int{1000, 2000, 3000, 4000}, 2000 // 4 writes, 5 reads, 10000 bytes
 
-	if held := ownBPFObjects(t); len(held) != 0 {
-		t.Fatalf("process already holds BPF objects %v", held)
-	}
+	requireNothingHeld(t)
 	type seen struct {
 		round int
 		ev    Event
@@ -221,44 +219,7 @@ func TestTopFile(t *testing.T) {
 	}
 
 	// 12 programs; maps stats, calls, .rodata (parameters) and .bss (markers).
-	var progs, nmaps int
-	for obj := range during {
-		if obj.kind == "prog" {
-			progs++
-		} else {
-			nmaps++
-		}
-	}
-	if progs != 12 || nmaps != 4 {
-		t.Errorf("held %d programs and %d maps while running, want 12 and 4: %v", progs, nmaps, during)
-	}
-	checkObjectsGone(t, during)
-}
-
-// checkObjectsGone fails the test if this process still holds a BPF object or
-// if one of the objects it held while running is still in the kernel 5
-// seconds later (the kernel frees maps after an RCU grace period).
-func checkObjectsGone(t *testing.T, during map[kernelObject]bool) {
-	t.Helper()
-	if after := ownBPFObjects(t); len(after) != 0 {
-		t.Errorf("process still holds %v after the run", after)
-	}
-	var left []kernelObject
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		left = left[:0]
-		now := listKernelObjects(t)
-		for obj := range during {
-			if now[obj] {
-				left = append(left, obj)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(left) != 0 {
-		t.Errorf("still in the kernel after the run: %v", left)
-	}
+	checkReleased(t, during, 12, 4)
 }
 
 // --max-events counts rows, and JSON prints one object per row, nothing

@@ -2,16 +2,13 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,45 +103,20 @@ func TestRunTraceExecNoCORE(t *testing.T) {
 	}
 }
 
-// execLinks execs binary every 50 ms, each time through a new hard link
-// prefix<n>, until the returned stop function is called, so that an exec
-// event's filename tells which process it was. stop returns the PIDs by path.
+// execLinks execs binary every 50 ms (see execEvery), each time through a
+// new hard link prefix<n>, so that an exec event's filename tells which
+// process it was. stop returns the PIDs by path.
 func execLinks(t *testing.T, prefix, binary string) (stop func() map[string]int) {
 	t.Helper()
-	var (
-		started = map[string]int{}
-		errs    []error
-		quit    = make(chan struct{})
-		done    = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		for n := 0; ; n++ {
-			path := prefix + strconv.Itoa(n)
-			cmd := exec.Command(path)
-			if err := os.Link(binary, path); err != nil {
-				errs = append(errs, err)
-			} else if err := cmd.Start(); err != nil {
-				errs = append(errs, err)
-			} else {
-				started[path] = cmd.Process.Pid
-				if err := cmd.Wait(); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			select {
-			case <-quit:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return sync.OnceValue(func() map[string]int {
-		close(quit)
-		<-done
-		if err := errors.Join(errs...); err != nil {
-			t.Errorf("exec %s<n>: %v", prefix, err)
-		}
-		return started
+	loop := execEvery(t, nil, func(n int) (string, error) {
+		path := prefix + strconv.Itoa(n)
+		return path, os.Link(binary, path)
 	})
+	return func() map[string]int {
+		byPath := map[string]int{}
+		for _, p := range loop() {
+			byPath[p.path] = p.pid
+		}
+		return byPath
+	}
 }

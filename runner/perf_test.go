@@ -3,14 +3,10 @@ package runner
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,20 +61,13 @@ char LICENSE[] SEC("license") = "GPL";
 // floodELF builds floodSource against this kernel's vmlinux.h.
 func floodELF(t *testing.T) []byte {
 	t.Helper()
-	gadgetELF(t, "trace_exec") // skips without the toolchain, and prepares buildDir
-	dir := t.TempDir()
-	src, obj := filepath.Join(dir, "flood.bpf.c"), filepath.Join(dir, "flood.bpf.o")
+	requireToolchain(t)
+	src := filepath.Join(t.TempDir(), "flood.bpf.c")
 	code := bytes.ReplaceAll([]byte(floodSource), []byte("BURST"), fmt.Appendf(nil, "%d", floodBurst))
 	if err := os.WriteFile(src, code, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_"+targetArch,
-		"-I"+filepath.Join(buildDir, "include"), "-I"+filepath.Join("..", "gadgets", "include"),
-		"-c", src, "-o", obj).CombinedOutput()
-	if err != nil {
-		t.Fatalf("clang: %v\n%s", err, out)
-	}
-	elf, err := os.ReadFile(obj)
+	elf, err := buildGadget(src, "flood.bpf.o")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,20 +79,10 @@ func floodELF(t *testing.T) []byte {
 // that CPU's perf buffer.
 func pinnedExecLoop(t *testing.T, path string) (stop func() []int) {
 	t.Helper()
-	var (
-		pids []int
-		errs []error
-		quit = make(chan struct{})
-		done = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		// The thread keeps its affinity: let it end with the goroutine.
-		runtime.LockOSThread()
+	pin := func() error {
 		var set unix.CPUSet
 		if err := unix.SchedGetaffinity(0, &set); err != nil {
-			errs = append(errs, err)
-			return
+			return fmt.Errorf("CPU affinity: %w", err)
 		}
 		cpu := 0
 		for !set.IsSet(cpu) {
@@ -112,31 +91,11 @@ func pinnedExecLoop(t *testing.T, path string) (stop func() []int) {
 		set.Zero()
 		set.Set(cpu)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			errs = append(errs, fmt.Errorf("pin to CPU %d: %w", cpu, err))
-			return
+			return fmt.Errorf("pin to CPU %d: %w", cpu, err)
 		}
-		for {
-			cmd := exec.Command(path)
-			if err := cmd.Run(); err != nil {
-				errs = append(errs, err)
-			} else {
-				pids = append(pids, cmd.Process.Pid)
-			}
-			select {
-			case <-quit:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return sync.OnceValue(func() []int {
-		close(quit)
-		<-done
-		if err := errors.Join(errs...); err != nil {
-			t.Errorf("exec %s: %v", path, err)
-		}
-		return pids
-	})
+		return nil
+	}
+	return startedPIDs(execEvery(t, pin, func(int) (string, error) { return path, nil }))
 }
 
 // TestRunPerfEventArray runs a gadget whose tracer map is a perf event
@@ -148,31 +107,12 @@ func TestRunPerfEventArray(t *testing.T) {
 	probe := probeBinary(t)
 	comm := filepath.Base(probe)
 
-	type first struct {
-		ev     Event
-		held   map[kernelObject]bool
-		events *ebpf.MapInfo
-		err    error
-	}
-	found := make(chan first, 1)
-	opts := Options{
-		Output:  io.Discard,
-		Timeout: 2 * time.Second,
-		OnEvent: func(ev Event) {
-			if c, _ := ev.Value("comm"); c != comm || len(found) > 0 {
-				return
-			}
-			f := first{ev: ev}
-			f.held, f.err = heldBPFObjects()
-			if f.err == nil {
-				f.events, f.err = heldMap("events")
-			}
-			found <- f
-			// Hold the reader while the program sends the rest of its burst:
-			// far more than the buffer of its CPU holds.
-			time.Sleep(300 * time.Millisecond)
-		},
-	}
+	onEvent, found := atFirstEvent(comm, func() {
+		// Hold the reader while the program sends the rest of its burst:
+		// far more than the buffer of its CPU holds.
+		time.Sleep(300 * time.Millisecond)
+	}, "events")
+	opts := Options{Output: io.Discard, Timeout: 2 * time.Second, OnEvent: onEvent}
 	done := runNamed(context.Background(), "flood", elf, opts)
 	stop := pinnedExecLoop(t, probe)
 	f := waitWhileRunning(t, found, done, "an event for "+comm)
@@ -185,8 +125,8 @@ func TestRunPerfEventArray(t *testing.T) {
 	}
 	t.Logf("stats %+v", *res.stats)
 
-	if f.events.Type != ebpf.PerfEventArray {
-		t.Errorf("map events is a %s, want a PerfEventArray", f.events.Type)
+	if typ := f.maps["events"].Type; typ != ebpf.PerfEventArray {
+		t.Errorf("map events is a %s, want a PerfEventArray", typ)
 	}
 	pid, _ := f.ev.Value("pid")
 	if p, ok := pid.(uint32); !ok || !containsPID(pids, int(p)) {
@@ -203,5 +143,5 @@ func TestRunPerfEventArray(t *testing.T) {
 		t.Errorf("stats %+v: fewer events than the %d of the first burst that fitted", *res.stats, fitted)
 	}
 	// Its program, the perf event array and .bss (the marker variables).
-	btfgenReleased(t, f.held, 1, 2)
+	checkReleased(t, f.held, 1, 2)
 }

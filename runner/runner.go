@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -131,6 +131,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	if err != nil {
 		return err
 	}
+	e := &emitter{dec: g.decoder, view: v, printer: p, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
 
 	for _, prog := range g.attach {
 		if prog.kind == attachTracepoint {
@@ -158,7 +159,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	defer coll.Close()
 
 	if g.snapshot != nil {
-		return runSnapshot(ctx, coll, g, v, p, opts, stats)
+		return runSnapshot(ctx, coll, g, e, opts)
 	}
 	// A tracer's reader opens before its programs are attached: a perf event
 	// array drops what a CPU sends before that CPU's buffer exists.
@@ -178,7 +179,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	}
 
 	if g.mapIter != nil {
-		return runMapIter(ctx, coll, g, v, p, opts, stats)
+		return runMapIter(ctx, coll, g, e, opts)
 	}
 	if opts.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -204,7 +205,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	if err := p.start(); err != nil {
 		return fmt.Errorf("print: %w", err)
 	}
-	err = readEvents(rd, g.decoder, v, p, opts, stats)
+	err = readEvents(rd, e)
 	if errors.Is(err, os.ErrClosed) && ctx.Err() != nil {
 		err = nil
 	}
@@ -227,27 +228,67 @@ func readCounter(section *ebpf.Map, v *ebpf.VariableSpec) (uint64, error) {
 	return binary.NativeEndian.Uint64(value[v.Offset:]), nil
 }
 
-func readEvents(rd eventReader, dec *decoder, v *view, p printer, opts Options, stats *Stats) error {
-	for opts.MaxEvents == 0 || stats.Events-stats.Filtered < uint64(opts.MaxEvents) {
+// readEvents emits the tracer's events until MaxEvents passed the filters
+// or reading fails (os.ErrClosed once the run's end closed the reader).
+func readEvents(rd eventReader, e *emitter) error {
+	for {
 		sample, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("read events: %w", err)
 		}
-		stats.Events++
-		ev, err := dec.decode(sample)
-		if err != nil {
-			return fmt.Errorf("decode event: %w", err)
+		if more, err := e.record(sample); err != nil || !more {
+			return err
 		}
-		if !v.match(ev) {
-			stats.Filtered++
-			continue
-		}
-		if err := p.print(ev); err != nil {
-			return fmt.Errorf("print: %w", err)
-		}
-		if opts.OnEvent != nil {
-			opts.OnEvent(ev)
-		}
+	}
+}
+
+// emitter takes what a gadget produces to the caller, the same way for a
+// tracer's events, a snapshotter's records and a map iterator's rows: it
+// counts them in stats, leaves out (and counts) those the filters reject,
+// prints the others and then passes them to OnEvent.
+type emitter struct {
+	dec       *decoder
+	view      *view
+	printer   printer
+	onEvent   func(Event)
+	maxEvents int // 0: no limit
+	stats     *Stats
+}
+
+// record decodes and emits one raw event or record. more is false once
+// maxEvents events have passed the filters.
+func (e *emitter) record(raw []byte) (more bool, err error) {
+	e.stats.Events++
+	ev, err := e.dec.decode(raw)
+	if err != nil {
+		return false, fmt.Errorf("decode event: %w", err)
+	}
+	if !e.keep(ev) {
+		return true, nil
+	}
+	if err := e.show(ev); err != nil {
+		return false, err
+	}
+	return e.maxEvents == 0 || e.stats.Events-e.stats.Filtered < uint64(e.maxEvents), nil
+}
+
+// keep tells whether ev passes the filters, counting it in Stats.Filtered
+// when it does not.
+func (e *emitter) keep(ev Event) bool {
+	if e.view.match(ev) {
+		return true
+	}
+	e.stats.Filtered++
+	return false
+}
+
+// show prints ev, then passes it to OnEvent.
+func (e *emitter) show(ev Event) error {
+	if err := e.printer.print(ev); err != nil {
+		return fmt.Errorf("print: %w", err)
+	}
+	if e.onEvent != nil {
+		e.onEvent(ev)
 	}
 	return nil
 }

@@ -1,25 +1,17 @@
 package runner
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
 )
 
 func requireRoot(t *testing.T) {
@@ -67,45 +59,6 @@ func waitWhileRunning[T any](t *testing.T, c <-chan T, done <-chan result, what 
 		t.Fatalf("timed out waiting for %s", what)
 	}
 	panic("unreachable")
-}
-
-// execLoop runs path every 50 ms until the returned stop function is
-// called, so that a gadget started concurrently surely sees an exec once it
-// is attached. stop returns the PIDs of the processes it started.
-func execLoop(t *testing.T, path string) (stop func() []int) {
-	var (
-		pids []int
-		errs []error
-		quit = make(chan struct{})
-		done = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		for {
-			cmd := exec.Command(path)
-			if err := cmd.Start(); err != nil {
-				errs = append(errs, err)
-			} else {
-				pids = append(pids, cmd.Process.Pid)
-				if err := cmd.Wait(); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			select {
-			case <-quit:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return sync.OnceValue(func() []int {
-		close(quit)
-		<-done
-		if err := errors.Join(errs...); err != nil {
-			t.Errorf("exec %s: %v", path, err)
-		}
-		return pids
-	})
 }
 
 // probeBinary copies /bin/true under a unique name of 15 characters, the most
@@ -205,83 +158,6 @@ func containsPID(pids []int, pid int) bool {
 	return false
 }
 
-// kernelObject is a BPF program or map, by kernel ID.
-type kernelObject struct {
-	kind string // "prog" or "map"
-	id   uint32
-}
-
-// kernelObjects lists every BPF program and map in the kernel.
-func kernelObjects() (map[kernelObject]bool, error) {
-	objs := make(map[kernelObject]bool)
-	progID, err := ebpf.ProgramGetNextID(0)
-	for ; err == nil; progID, err = ebpf.ProgramGetNextID(progID) {
-		objs[kernelObject{"prog", uint32(progID)}] = true
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("list programs: %w", err)
-	}
-	mapID, err := ebpf.MapGetNextID(0)
-	for ; err == nil; mapID, err = ebpf.MapGetNextID(mapID) {
-		objs[kernelObject{"map", uint32(mapID)}] = true
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("list maps: %w", err)
-	}
-	return objs, nil
-}
-
-// heldBPFObjects lists the BPF programs and maps this process holds, from
-// the prog_id and map_id lines of /proc/self/fdinfo (bpf_link descriptors
-// name their program too).
-func heldBPFObjects() (map[kernelObject]bool, error) {
-	fds, err := os.ReadDir("/proc/self/fdinfo")
-	if err != nil {
-		return nil, err
-	}
-	held := make(map[kernelObject]bool)
-	for _, fd := range fds {
-		f, err := os.Open(filepath.Join("/proc/self/fdinfo", fd.Name()))
-		if err != nil {
-			continue // closed since the directory was read
-		}
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			key, value, _ := strings.Cut(s.Text(), ":")
-			kind, ok := map[string]string{"prog_id": "prog", "map_id": "map"}[key]
-			if !ok {
-				continue
-			}
-			id, err := strconv.ParseUint(strings.TrimSpace(value), 10, 32)
-			if err != nil {
-				f.Close()
-				return nil, fmt.Errorf("fdinfo %s: %q: %w", fd.Name(), s.Text(), err)
-			}
-			held[kernelObject{kind, uint32(id)}] = true
-		}
-		f.Close()
-	}
-	return held, nil
-}
-
-func ownBPFObjects(t *testing.T) map[kernelObject]bool {
-	t.Helper()
-	held, err := heldBPFObjects()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return held
-}
-
-func listKernelObjects(t *testing.T) map[kernelObject]bool {
-	t.Helper()
-	objs, err := kernelObjects()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return objs
-}
-
 // TestRunReleasesKernelObjects checks that however a run ends, the programs
 // and maps it created leave the kernel. It identifies them by the
 // descriptors this process holds while the gadget runs, so BPF objects that
@@ -312,9 +188,7 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			elf := gadgetELF(t, tc.gadget)
-			if held := ownBPFObjects(t); len(held) != 0 {
-				t.Fatalf("process already holds BPF objects %v", held)
-			}
+			requireNothingHeld(t)
 			baseline := listKernelObjects(t)
 
 			ctx, cancel := context.WithCancel(context.Background())
@@ -350,43 +224,13 @@ func TestRunReleasesKernelObjects(t *testing.T) {
 				t.Errorf("%d events, want %d", res.stats.Events, tc.opts.MaxEvents)
 			}
 
-			var progs, maps int
 			for obj := range during.held {
 				if !during.kernel[obj] || baseline[obj] {
 					t.Errorf("%s %d held during the run: in kernel %v, in baseline %v", obj.kind, obj.id, during.kernel[obj], baseline[obj])
 				}
-				if obj.kind == "prog" {
-					progs++
-				} else {
-					maps++
-				}
 			}
-			if progs != tc.progs || maps != tc.maps {
-				t.Errorf("run held %d programs and %d maps, want %d and %d: %v", progs, maps, tc.progs, tc.maps, during.held)
-			}
-
-			if after := ownBPFObjects(t); len(after) != 0 {
-				t.Errorf("process still holds %v after the run", after)
-			}
-			// The kernel drops a program's references to its maps after an RCU
-			// grace period, so their IDs disappear shortly after Run returns.
-			var left []kernelObject
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				left = left[:0]
-				now := listKernelObjects(t)
-				for obj := range during.held {
-					if now[obj] {
-						left = append(left, obj)
-					}
-				}
-				if len(left) == 0 || time.Now().After(deadline) {
-					t.Logf("kernel objects: %d before, %d during, %d after the run", len(baseline), len(during.kernel), len(now))
-					break
-				}
-			}
-			if len(left) != 0 {
-				t.Errorf("still in the kernel after the run: %v", left)
-			}
+			checkReleased(t, during.held, tc.progs, tc.maps)
+			t.Logf("kernel objects: %d before, %d during the run", len(baseline), len(during.kernel))
 		})
 	}
 }

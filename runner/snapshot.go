@@ -66,7 +66,7 @@ func parseSnapshotter(spec *ebpf.CollectionSpec, marker, rest string) (*gadget, 
 // timeout stops it between iterators and between records. The caller has
 // loaded the gadget and releases it; the links are closed here, each once
 // it was read.
-func runSnapshot(ctx context.Context, coll *ebpf.Collection, g *gadget, v *view, p printer, opts Options, stats *Stats) error {
+func runSnapshot(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
 	if opts.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
@@ -85,27 +85,15 @@ func runSnapshot(ctx context.Context, coll *ebpf.Collection, g *gadget, v *view,
 		records = append(records, recs...)
 	}
 
-	if err := p.start(); err != nil {
+	if err := e.printer.start(); err != nil {
 		return fmt.Errorf("print: %w", err)
 	}
 	for _, rec := range records {
-		if ctx.Err() != nil || (opts.MaxEvents > 0 && stats.Events-stats.Filtered >= uint64(opts.MaxEvents)) {
+		if ctx.Err() != nil {
 			return nil
 		}
-		stats.Events++
-		ev, err := g.decoder.decode(rec)
-		if err != nil {
-			return fmt.Errorf("decode record: %w", err)
-		}
-		if !v.match(ev) {
-			stats.Filtered++
-			continue
-		}
-		if err := p.print(ev); err != nil {
-			return fmt.Errorf("print: %w", err)
-		}
-		if opts.OnEvent != nil {
-			opts.OnEvent(ev)
+		if more, err := e.record(rec); err != nil || !more {
+			return err
 		}
 	}
 	return nil

@@ -209,38 +209,3 @@ func TestSyscallField(t *testing.T) {
 		t.Errorf("output does not contain %s:\n%s", want, out.String())
 	}
 }
-
-// testdataELF builds testdata/<name>.bpf.c, a gadget only the tests use,
-// with the commands gadgetELF uses for the built-in ones.
-func testdataELF(t *testing.T, name string) []byte {
-	t.Helper()
-	for _, tool := range []string{"clang", "bpftool", "llvm-strip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("building gadgets needs %s: %v", tool, err)
-		}
-	}
-	if targetArch == "" {
-		t.Skipf("no BPF target architecture known for %s", runtime.GOARCH)
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skipf("building gadgets needs kernel BTF: %v", err)
-	}
-	if err := prepareBuild(); err != nil {
-		t.Fatal(err)
-	}
-	obj := filepath.Join(buildDir, "testdata-"+name+".bpf.o")
-	for _, args := range [][]string{
-		{"clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_" + targetArch, "-I" + filepath.Join(buildDir, "include"),
-			"-I" + filepath.Join("..", "gadgets", "include"), "-c", filepath.Join("testdata", name+".bpf.c"), "-o", obj},
-		{"llvm-strip", "-g", obj},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata/%s.bpf.c: %s: %v\n%s", name, args[0], err, out)
-		}
-	}
-	elf, err := os.ReadFile(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return elf
-}

@@ -1,8 +1,8 @@
 package verify
 
 import (
-	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -12,50 +12,23 @@ import (
 
 // withLayers packages a gadget under ref with extra layers (media type,
 // content) after its eBPF program, signs its index and returns the key and
-// the extra layers' descriptors.
-func withLayers(t *testing.T, l *oci.Layout, ref string, layers ...[2]string) (trust.Key, []oci.Descriptor) {
+// the extra layers' digests.
+func withLayers(t *testing.T, l *oci.Layout, ref string, layers ...[2]string) (trust.Key, []string) {
 	t.Helper()
-	base := packageGadget(t, l, "base:v1", "original", "")
-	idx, err := l.ReadIndex(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := l.ReadManifest(idx.Manifests[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var added []oci.Descriptor
+	var extra []oci.Layer
+	var digests []string
 	for _, layer := range layers {
-		d, err := l.WriteBlob(layer[0], []byte(layer[1]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Layers = append(m.Layers, d)
-		added = append(added, d)
+		extra = append(extra, oci.Layer{MediaType: layer[0], Data: []byte(layer[1])})
+		digests = append(digests, oci.Digest([]byte(layer[1])))
 	}
-	data, err := json.Marshal(m)
+	id, err := l.PackageGadget(oci.Gadget{Ref: ref, Arch: runtime.GOARCH, Program: bpfELF("original"),
+		Metadata: []byte("name: test\n"), Layers: extra})
 	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := l.WriteBlob(oci.MediaTypeManifest, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md.Platform = idx.Manifests[0].Platform
-	idx.Manifests = []oci.Descriptor{md}
-	if data, err = json.Marshal(idx); err != nil {
-		t.Fatal(err)
-	}
-	id, err := l.WriteBlob(oci.MediaTypeIndex, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Tag(ref, id); err != nil {
 		t.Fatal(err)
 	}
 	key := newSigner(t)
 	toLayout(t, l, key.sign(t, id.Digest))
-	return key.key, added
+	return key.key, digests
 }
 
 // TestLayers: a gadget with IG's WebAssembly and btfgen layers verifies; the
@@ -101,9 +74,9 @@ func TestBTFGenLayerRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		key, layers := withLayers(t, l, "tampered:v1", [2]string{oci.MediaTypeBTFGen, "minimized BTF"})
-		flipBlobByte(t, l, layers[0].Digest)
+		flipBlobByte(t, l, layers[0])
 		a, err := GadgetWithKeys([]trust.Key{key}, l, "tampered:v1")
-		if a != nil || !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "btfgen layer: blob "+layers[0].Digest) {
+		if a != nil || !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "btfgen layer: blob "+layers[0]) {
 			t.Fatalf("got %v, %v; want ErrTampered naming the btfgen layer", a, err)
 		}
 	})

@@ -37,11 +37,20 @@ type Gadget struct {
 	// Created is recorded as org.opencontainers.image.created (RFC 3339) unless zero. It is
 	// a parameter so that packaging the same inputs twice yields the same digest.
 	Created time.Time
+	// Layers follow the program layer, in the order given: IG's optional btfgen
+	// (MediaTypeBTFGen) and WebAssembly (MediaTypeWasmProgram) layers.
+	Layers []Layer
+}
+
+// Layer is a gadget image layer other than its eBPF program.
+type Layer struct {
+	MediaType string
+	Data      []byte
 }
 
 // PackageGadget writes g as an IG-format gadget image (an image index with one linux/<Arch>
-// manifest whose config is the metadata and whose single layer is the eBPF program), tags the
-// index as g.Ref and returns the index descriptor.
+// manifest whose config is the metadata and whose first layer is the eBPF program, followed by
+// g.Layers), tags the index as g.Ref and returns the index descriptor.
 func (l *Layout) PackageGadget(g Gadget) (Descriptor, error) {
 	desc, err := l.packageGadget(g)
 	if err != nil {
@@ -68,6 +77,12 @@ func (l *Layout) packageGadget(g Gadget) (Descriptor, error) {
 	if obj.Machine != elf.EM_BPF {
 		return Descriptor{}, fmt.Errorf("eBPF program: ELF machine is %s, want %s", obj.Machine, elf.EM_BPF)
 	}
+	for i, extra := range g.Layers {
+		// IG reads exactly one program layer.
+		if extra.MediaType == "" || extra.MediaType == MediaTypeEBPFProgram {
+			return Descriptor{}, fmt.Errorf("layer %d: media type %q, want one other than the program's", i+1, extra.MediaType)
+		}
+	}
 
 	title := g.Title
 	if title == "" {
@@ -89,12 +104,20 @@ func (l *Layout) packageGadget(g Gadget) (Descriptor, error) {
 	if err != nil {
 		return Descriptor{}, err
 	}
+	layers := []Descriptor{layer}
+	for i, extra := range g.Layers {
+		d, err := l.WriteBlob(extra.MediaType, extra.Data)
+		if err != nil {
+			return Descriptor{}, fmt.Errorf("layer %d (%s): %w", i+1, extra.MediaType, err)
+		}
+		layers = append(layers, d)
+	}
 	manifest, err := l.writeJSON(MediaTypeManifest, Manifest{
 		SchemaVersion: 2,
 		MediaType:     MediaTypeManifest,
 		ArtifactType:  ArtifactTypeGadget,
 		Config:        config,
-		Layers:        []Descriptor{layer},
+		Layers:        layers,
 		Annotations:   ann,
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ func TestPackageGadget(t *testing.T) {
 		Metadata:    []byte("name: trace_open\n"),
 		Description: "trace open(2)",
 		Created:     testCreated,
+		Layers:      []Layer{{MediaTypeBTFGen, []byte("minimized BTF")}, {MediaTypeWasmProgram, []byte("\x00asm")}},
 	}
 	idxDesc, err := l.PackageGadget(g)
 	if err != nil {
@@ -53,14 +54,17 @@ func TestPackageGadget(t *testing.T) {
 	if m.ArtifactType != ArtifactTypeGadget || m.MediaType != MediaTypeManifest || !maps.Equal(m.Annotations, wantAnn) {
 		t.Errorf("manifest = %+v", m)
 	}
-	if m.Config.MediaType != MediaTypeGadgetConfig || len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeEBPFProgram {
+	if m.Config.MediaType != MediaTypeGadgetConfig || len(m.Layers) != 3 {
 		t.Fatalf("manifest config/layers = %+v / %+v", m.Config, m.Layers)
 	}
 	if cfg, err := l.ReadBlob(m.Config); err != nil || string(cfg) != string(g.Metadata) {
 		t.Errorf("config = %q, %v", cfg, err)
 	}
-	if prog, err := l.ReadBlob(m.Layers[0]); err != nil || string(prog) != string(g.Program) {
-		t.Errorf("program = %q, %v", prog, err)
+	// The program first, then the extra layers in order.
+	for i, want := range append([]Layer{{MediaTypeEBPFProgram, g.Program}}, g.Layers...) {
+		if data, err := l.ReadBlob(m.Layers[i]); err != nil || m.Layers[i].MediaType != want.MediaType || string(data) != string(want.Data) {
+			t.Errorf("layer %d = %s %q, %v; want %s %q", i, m.Layers[i].MediaType, data, err, want.MediaType, want.Data)
+		}
 	}
 
 	// Same inputs, same digest; another creation time, another digest.
@@ -88,6 +92,11 @@ func TestPackageGadgetRejects(t *testing.T) {
 		{name: "no metadata", modify: func(g *Gadget) { g.Metadata = nil }, want: "empty gadget metadata"},
 		{name: "no arch", modify: func(g *Gadget) { g.Arch = "" }, want: "no architecture"},
 		{name: "bad ref", modify: func(g *Gadget) { g.Ref = "a b" }, want: "invalid reference"},
+		{name: "second program layer", modify: func(g *Gadget) {
+			g.Layers = []Layer{{MediaTypeBTFGen, []byte("BTF")}, {MediaTypeEBPFProgram, g.Program}}
+		}, want: `layer 2: media type "` + MediaTypeEBPFProgram + `", want one other than the program's`},
+		{name: "layer without media type", modify: func(g *Gadget) { g.Layers = []Layer{{"", []byte("x")}} },
+			want: `layer 1: media type "", want one other than the program's`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
