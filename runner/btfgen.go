@@ -169,48 +169,28 @@ var btfhubArch = map[string]string{"aarch64": "arm64"}
 // os-release ID and VERSION_ID wins, as Inspektor Gadget looks only there;
 // without it, several are ambiguous. No match is not an error: name is "".
 func btfgenEntry(layer []byte, h host) (name string, data []byte, names []string, err error) {
-	var r io.Reader = bytes.NewReader(layer)
-	if bytes.HasPrefix(layer, []byte{0x1f, 0x8b}) {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return "", nil, nil, fmt.Errorf("gunzip: %w", err)
-		}
-		defer zr.Close()
-		r = zr
-	}
 	arches := []string{h.machine}
 	if a, ok := btfhubArch[h.machine]; ok {
 		arches = append(arches, a)
 	}
 	var matches []string
 	contents := make(map[string][]byte)
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", nil, nil, fmt.Errorf("read tar: %w", err)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			continue
-		}
-		entry := path.Clean(strings.TrimPrefix(hdr.Name, "/"))
+	err = eachBTFGenEntry(layer, func(entry string, size int64, r io.Reader) error {
 		names = append(names, entry)
 		parts := strings.Split(entry, "/")
 		if len(parts) != 4 || parts[3] != h.release+".btf" || !slices.Contains(arches, parts[2]) {
-			continue
+			return nil
 		}
-		if hdr.Size > maxBTFGenEntry {
-			return "", nil, nil, fmt.Errorf("entry %s: %d bytes, more than the %d allowed", entry, hdr.Size, maxBTFGenEntry)
-		}
-		data, err := io.ReadAll(tr)
+		data, err := readBTFGenEntry(entry, size, r)
 		if err != nil {
-			return "", nil, nil, fmt.Errorf("entry %s: %w", entry, err)
+			return err
 		}
 		matches = append(matches, entry)
 		contents[entry] = data
+		return nil
+	})
+	if err != nil {
+		return "", nil, nil, err
 	}
 	switch len(matches) {
 	case 0:
@@ -225,6 +205,77 @@ func btfgenEntry(layer []byte, h host) (name string, data []byte, names []string
 	}
 	return "", nil, nil, fmt.Errorf("%d entries for %s on %s (%s) and none for this system's os-release (ID %q, VERSION_ID %q)",
 		len(matches), h.release, h.machine, strings.Join(matches, ", "), h.osID, h.osVersion)
+}
+
+// eachBTFGenEntry calls fn with every regular file of a btfgen layer (a tar,
+// gzip-compressed or not): its cleaned name, size and contents.
+func eachBTFGenEntry(layer []byte, fn func(entry string, size int64, r io.Reader) error) error {
+	var r io.Reader = bytes.NewReader(layer)
+	if bytes.HasPrefix(layer, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return fmt.Errorf("gunzip: %w", err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read tar: %w", err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		if err := fn(path.Clean(strings.TrimPrefix(hdr.Name, "/")), hdr.Size, tr); err != nil {
+			return err
+		}
+	}
+}
+
+func readBTFGenEntry(entry string, size int64, r io.Reader) ([]byte, error) {
+	if size > maxBTFGenEntry {
+		return nil, fmt.Errorf("entry %s: %d bytes, more than the %d allowed", entry, size, maxBTFGenEntry)
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("entry %s: %w", entry, err)
+	}
+	return data, nil
+}
+
+// CheckBTFGen checks a btfgen layer before it is packaged into an image: a tar
+// (gzip-compressed or not) whose every file is named
+// <os-release ID>/<VERSION_ID>/<machine>/<kernel release>.btf and holds BTF.
+// It returns the entries' names.
+func CheckBTFGen(layer []byte) ([]string, error) {
+	var names []string
+	err := eachBTFGenEntry(layer, func(entry string, size int64, r io.Reader) error {
+		parts := strings.Split(entry, "/")
+		if len(parts) != 4 || slices.Contains(parts, "") || !strings.HasSuffix(parts[3], ".btf") || parts[3] == ".btf" {
+			return fmt.Errorf("entry %s: want <os-release ID>/<VERSION_ID>/<machine>/<kernel release>.btf", entry)
+		}
+		data, err := readBTFGenEntry(entry, size, r)
+		if err != nil {
+			return err
+		}
+		if _, err := btf.LoadSpecFromReader(bytes.NewReader(data)); err != nil {
+			return fmt.Errorf("entry %s: not BTF: %w", entry, err)
+		}
+		names = append(names, entry)
+		return nil
+	})
+	if err == nil && len(names) == 0 {
+		err = errors.New("no .btf entry")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("btfgen layer: %w", err)
+	}
+	return names, nil
 }
 
 // Names of the enum and value whose presence in the CO-RE target tells a

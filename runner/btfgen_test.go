@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -412,4 +413,42 @@ func TestRunApprovedBTFGen(t *testing.T) {
 	runTraceExecProbe(t, ebpf.PerfEventArray, Options{kernelBTF: noKernelBTF}, func(ctx context.Context, opts Options) (*Stats, error) {
 		return Run(ctx, approved, opts)
 	})
+}
+
+func TestCheckBTFGen(t *testing.T) {
+	var b btf.Builder
+	valid, err := b.Marshal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const entry = "debian/12/x86_64/6.1.0-57-amd64.btf"
+	for _, tt := range []struct {
+		name    string
+		layer   []byte
+		want    []string
+		wantErr string
+	}{
+		{"gzip tar", btfgenTar(t, false, [2]string{entry, string(valid)}, [2]string{"debian/12/aarch64/6.1.0-57-arm64.btf", string(valid)}),
+			[]string{entry, "debian/12/aarch64/6.1.0-57-arm64.btf"}, ""},
+		{"plain tar, leading slash", btfgenTar(t, true, [2]string{"/" + entry, string(valid)}), []string{entry}, ""},
+		{"entry not in btfhub's layout", btfgenTar(t, false, [2]string{"6.1.0-57-amd64.btf", string(valid)}), nil, "want <os-release ID>/<VERSION_ID>/<machine>/<kernel release>.btf"},
+		{"entry without .btf", btfgenTar(t, false, [2]string{"debian/12/x86_64/6.1.0-57-amd64", string(valid)}), nil, "want <os-release ID>"},
+		{"entry is not BTF", btfgenTar(t, false, [2]string{entry, "not btf"}), nil, "entry " + entry + ": not BTF"},
+		{"no entries", btfgenTar(t, false), nil, "no .btf entry"},
+		{"not a tar", []byte("hello, world: certainly not a tar archive, which has 512-byte headers"), nil, "read tar"},
+		{"broken gzip", []byte{0x1f, 0x8b, 0, 1}, nil, "gunzip"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CheckBTFGen(tt.layer)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("CheckBTFGen = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
 }

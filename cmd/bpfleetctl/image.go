@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/runner"
 )
 
 func keygenCmd() *cobra.Command {
@@ -57,7 +58,7 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 }
 
 func packageCmd() *cobra.Command {
-	var layout, ref, elfPath, metadata, arch, created string
+	var layout, ref, elfPath, metadata, arch, created, btfgen string
 	c := &cobra.Command{
 		Use:   "package",
 		Short: "Package an eBPF object as an Inspektor Gadget OCI image in a layout",
@@ -74,6 +75,18 @@ func packageCmd() *cobra.Command {
 				}
 			}
 			g := oci.Gadget{Ref: ref, Arch: arch, Program: prog, Metadata: meta}
+			if btfgen != "" {
+				layer, err := os.ReadFile(btfgen)
+				if err != nil {
+					return err
+				}
+				kernels, err := runner.CheckBTFGen(layer)
+				if err != nil {
+					return fmt.Errorf("--btfgen %s: %w", btfgen, err)
+				}
+				g.Layers = append(g.Layers, oci.Layer{MediaType: oci.MediaTypeBTFGen, Data: layer})
+				fmt.Fprintf(os.Stderr, "btfgen layer: CO-RE types for %d kernel(s)\n", len(kernels))
+			}
 			if created != "" {
 				if g.Created, err = time.Parse(time.RFC3339, created); err != nil {
 					return fmt.Errorf("--created: %w", err)
@@ -98,6 +111,7 @@ func packageCmd() *cobra.Command {
 	f.StringVar(&metadata, "metadata", "", "gadget metadata YAML (gadget.yaml)")
 	f.StringVar(&arch, "arch", runtime.GOARCH, "architecture the object was compiled for")
 	f.StringVar(&created, "created", "", "creation time to record (RFC 3339), for reproducible images")
+	f.StringVar(&btfgen, "btfgen", "", "btfgen layer to add: a tar(.gz) of <ID>/<VERSION_ID>/<machine>/<release>.btf files (bpftool gen min_core_btf), for kernels without BTF")
 	for _, name := range []string{"layout", "ref", "elf"} {
 		c.MarkFlagRequired(name)
 	}
