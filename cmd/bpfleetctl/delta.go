@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -169,9 +170,11 @@ func deltaCmd() *cobra.Command {
 		Short: "Issue the next trust delta: gadget keys and signatures, on top of the fleet's state",
 		Long: "Issue the next delta of the fleet's hash chain, signed (--sign) by delta-role keys.\n" +
 			"--trust-key adds a public key devices will trust for gadget signatures;\n" +
-			"--signatures-from adds every cosign signature found in an OCI layout for its tagged images\n" +
-			"and for the images of a `cosign save` layout;\n" +
-			"--revoke-key/--revoke-identity/--revoke-digest withdraw trust, effective offline at once;\n" +
+			"--signatures-from adds the cosign signatures (legacy .sig and OCI 1.1 referrers) found in an\n" +
+			"OCI layout for its tagged images and for the images of a `cosign save` layout (Sigstore bundles\n" +
+			"stay with the image: devices verify them from its referrers);\n" +
+			"--revoke-key/--revoke-identity/--revoke-digest withdraw trust, offline, for every verification\n" +
+			"once the device applies the delta (a gadget already running is not stopped);\n" +
 			"--policy replaces the verification policy (JSON, see docs/verification.md);\n" +
 			"--trusted-root replaces the Sigstore trusted_root.json for keyless signatures.\n" +
 			"A delta with none of these only refreshes the fleet's expiry.",
@@ -304,8 +307,29 @@ func layoutSignatures(dir string) ([]trust.Signature, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signatures of %s: %w", img.Ref, err)
 		}
+		// OCI 1.1 referrer signatures are the same simple-signing payload and signature
+		// as legacy ones, attached differently: a delta carries them alike. A Sigstore
+		// bundle has no such form; the device verifies it from the image's own referrers.
+		refs, err := cosign.ReadReferrers(l, img.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("referrers of %s: %w", img.Ref, err)
+		}
+		bundles := 0
+		for _, r := range refs {
+			sigs = append(sigs, r.Signatures...)
+			bundles += len(r.Bundles)
+		}
+		if bundles > 0 {
+			fmt.Fprintf(os.Stderr, "note: %s has %d Sigstore bundle signature(s), which a delta cannot carry: "+
+				"devices verify them from the image's referrers, so ship the image with them (bpfleet image export keeps them)\n", img.Ref, bundles)
+		}
 		for _, s := range sigs {
-			out = append(out, trust.Signature{Digest: img.Digest, Payload: s.Payload, Signature: s.Signature})
+			ts := trust.Signature{Digest: img.Digest, Payload: s.Payload, Signature: s.Signature}
+			if !slices.ContainsFunc(out, func(o trust.Signature) bool {
+				return o.Digest == ts.Digest && bytes.Equal(o.Payload, ts.Payload) && bytes.Equal(o.Signature, ts.Signature)
+			}) {
+				out = append(out, ts)
+			}
 		}
 	}
 	return out, nil
