@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,9 +21,15 @@ func keygenCmd() *cobra.Command {
 		Use:   "keygen",
 		Short: "Generate an ECDSA P-256 key pair as cosign does (PREFIX.key, PREFIX.pub)",
 		Long: "Generate an ECDSA P-256 key pair in cosign's formats. The private key is encrypted with\n" +
-			"the password in $COSIGN_PASSWORD (empty allowed, as with cosign).",
+			"the password in $COSIGN_PASSWORD, which must be set: COSIGN_PASSWORD= (empty) makes a key\n" +
+			"without a password, as with cosign, but only when asked for.",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			// cosign prompts when the variable is unset; bpfleetctl never prompts, so an
+			// unset variable must not quietly become an empty password.
+			if _, ok := os.LookupEnv("COSIGN_PASSWORD"); !ok {
+				return errors.New("COSIGN_PASSWORD is not set: set it to the new key's password (COSIGN_PASSWORD= for a key without one)")
+			}
 			priv, pub, err := cosign.GenerateKeyPair(cosign.PasswordFromEnv)
 			if err != nil {
 				return err

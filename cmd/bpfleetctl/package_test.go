@@ -93,3 +93,33 @@ func TestPackageBTFGen(t *testing.T) {
 		t.Errorf("a refused --btfgen changed the layout's index:\n%s\n->\n%s", before, after)
 	}
 }
+
+// TestKeygenNeedsPasswordSet: keygen never turns an unset COSIGN_PASSWORD into a key without a
+// password; an empty one, set on purpose, is allowed.
+func TestKeygenNeedsPasswordSet(t *testing.T) {
+	build := os.Getenv("BPFLEET_BUILD")
+	if build == "" {
+		t.Skip("BPFLEET_BUILD is not set: run `make test`, which builds the binaries first")
+	}
+	ctl := filepath.Join(build, "bin", "bpfleetctl")
+	dir := t.TempDir()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "COSIGN_PASSWORD=") {
+			env = append(env, kv)
+		}
+	}
+	cmd := exec.Command(ctl, "keygen", "--output-key-prefix", filepath.Join(dir, "unset"))
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "COSIGN_PASSWORD is not set") {
+		t.Errorf("keygen with COSIGN_PASSWORD unset: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "unset.key")); !os.IsNotExist(err) {
+		t.Errorf("keygen with COSIGN_PASSWORD unset wrote a key (stat: %v)", err)
+	}
+	cmd = exec.Command(ctl, "keygen", "--output-key-prefix", filepath.Join(dir, "empty"))
+	cmd.Env = append(env, "COSIGN_PASSWORD=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("keygen with COSIGN_PASSWORD empty: %v\n%s", err, out)
+	}
+}
