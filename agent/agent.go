@@ -41,6 +41,12 @@ type Agent struct {
 	// pending holds received messages not yet handled, in arrival order; they stay
 	// unacknowledged until handled, and are retried when the store was unavailable.
 	pending []sync.Message
+	// inSight are the messages being handled (a catch-up batch, or the pending queue): an
+	// expired root that one of them replaces does not stop the deltas it signed.
+	inSight [][]byte
+	// staleWarned is the trust version last warned about as expired, so the warning is
+	// logged once per version.
+	staleWarned uint64
 }
 
 // New checks the configuration and the trust store and returns an agent ready to run. The
@@ -180,6 +186,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	debug.FreeOSMemory()
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "fleet", a.cfg.Fleet, "broker", a.cfg.Broker,
 		"root", a.root.Version, "version", a.status.Version, "state_digest", a.status.StateDigest)
+	a.warnStale()
 	catchUp := time.NewTicker(catchUpInterval)
 	defer catchUp.Stop()
 	retry := time.NewTicker(time.Second)
@@ -194,6 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// broker queued for it: always ask.
 			a.askCatchUp(dev, true)
 		case <-catchUp.C:
+			a.warnStale() // trust can go stale while nothing arrives
 			if a.behind || (a.unanswered > 0 && time.Since(a.lastAsk) >= retryAfter(a.unanswered)) ||
 				(a.unanswered == 0 && time.Since(a.lastAsk) >= a.pollInterval()) {
 				a.askCatchUp(dev, false)
@@ -230,8 +238,15 @@ func lockDataDir(dir string) (*os.File, error) {
 // store. A message is acknowledged once handled; if the store fails, it and those behind it
 // stay pending, in order, for the next try.
 func (a *Agent) drain(dev *sync.Device) {
+	defer func() { a.inSight = nil }()
 	err := a.withStore(500*time.Millisecond, func(s *store.Store) error {
 		for len(a.pending) > 0 {
+			a.inSight = a.inSight[:0]
+			for _, m := range a.pending {
+				if !m.Batch {
+					a.inSight = append(a.inSight, m.Payload)
+				}
+			}
 			m := a.pending[0]
 			var err error
 			if m.Batch {
@@ -257,9 +272,41 @@ func (a *Agent) drain(dev *sync.Device) {
 		return
 	}
 	dev.ReportStatus(a.status)
+	a.warnStale()
 	if a.behind {
 		a.askCatchUp(dev, false)
 	}
+}
+
+// warnStale warns, once per trust version, when the newest trust the device holds is past its
+// expiry: deltas are applied whatever their expiry (a device catching up must pass through
+// old ones), and staleness is judged by verify's freshness rules, so the operator must hear of
+// it here.
+func (a *Agent) warnStale() {
+	now := trust.ClockKnown(a.now())
+	if now.IsZero() || a.status.Expires.IsZero() || !now.After(a.status.Expires) || a.staleWarned == a.status.Version {
+		return
+	}
+	a.staleWarned = a.status.Version
+	a.log.Warn(fmt.Sprintf("trust version %d expired at %s: gadgets under strict policy are refused until a fresh delta arrives",
+		a.status.Version, a.status.Expires.Format(time.RFC3339)), "version", a.status.Version, "expires", a.status.Expires)
+}
+
+// rootExpired reports whether the device's root has expired at now and nothing in sight
+// replaces it. A root that a verified successor in the same batch replaces does not stop the
+// deltas issued under it: a device catching up through old rotations must pass through them.
+func (a *Agent) rootExpired(now time.Time) bool {
+	if !a.root.Expired(now) {
+		return false
+	}
+	for _, m := range a.inSight {
+		if u, err := sync.Inspect(m); err == nil && u.Root != nil && u.Root.Version == a.root.Version+1 {
+			if _, err := a.root.Next(m); err == nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // retryAfter backs off unanswered catch-up requests: 5 s, 10 s, 20 s, ... up to 5 minutes.
@@ -295,6 +342,9 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	}
 	before := a.status.Version
 	a.behind, a.unanswered = false, 0
+	saved := a.inSight
+	a.inSight = b.Messages
+	defer func() { a.inSight = saved }()
 	// Consecutive deltas that follow the store are applied as one chain (one transaction, one
 	// digest); anything else, or a chain that fails for any reason, goes one message at a time,
 	// which gives the precise reason.
@@ -302,8 +352,8 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 	var runRaw [][]byte
 	flush := func() error {
 		now := trust.ClockKnown(a.now())
-		if len(run) > 1 && !a.root.Expired(now) {
-			if _, err := sync.ApplyChain(s, run, now); err == nil {
+		if len(run) > 1 && !a.rootExpired(now) {
+			if _, err := sync.ApplyChain(s, run); err == nil {
 				for _, d := range run {
 					a.applied(d, d.State)
 				}
@@ -348,7 +398,14 @@ func (a *Agent) handleBatch(s *store.Store, raw []byte) error {
 // store failed, and then the message must be tried again.
 func (a *Agent) handle(s *store.Store, raw []byte) error {
 	u, err := a.root.Open(raw)
-	if err != nil {
+	switch {
+	case errors.Is(err, sync.ErrRootOld):
+		a.log.Info("root ignored", "reason", err.Error())
+		return nil
+	case errors.Is(err, sync.ErrConflict):
+		a.conflict(err, len(raw))
+		return nil
+	case err != nil:
 		a.reject(err, len(raw))
 		return nil
 	}
@@ -384,15 +441,17 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 	}
 	d := u.Delta
 	now := trust.ClockKnown(a.now())
-	if a.root.Expired(now) {
+	if a.rootExpired(now) {
 		a.reject(fmt.Errorf("%w: root %d expired at %s; waiting for a new root", sync.ErrExpired, a.root.Version,
 			time.Unix(a.root.Expires, 0).UTC().Format(time.RFC3339)), len(raw))
 		return nil
 	}
-	digest, err := sync.Apply(s, d, now)
+	digest, err := sync.Apply(s, d)
 	switch {
 	case err == nil:
 		a.applied(d, digest)
+	case errors.Is(err, sync.ErrConflict):
+		a.conflict(err, len(raw))
 	case errors.Is(err, sync.ErrStale):
 		// QoS 1 redelivers, and catch-up overlaps live updates: a replay is harmless once
 		// refused, and not worth an alarm.
@@ -413,6 +472,14 @@ func (a *Agent) applied(d *sync.Delta, digest string) {
 	a.status.Version, a.status.StateDigest, a.status.LastSync = d.Version, digest, a.now().UTC()
 	a.status.Expires = time.Unix(d.Expires, 0).UTC()
 	a.log.Info("delta applied", "version", d.Version, "keys", len(d.Keys), "signatures", len(d.Signatures), "state_digest", digest)
+}
+
+// conflict records a validly signed message that contradicts what the device holds: unlike a
+// replay it means the fleet's history forked or a signing key is in other hands, so it is
+// logged as an error and reported as the status's last rejection.
+func (a *Agent) conflict(err error, size int) {
+	a.status.LastRejection, a.status.LastRejectionAt = err.Error(), a.now().UTC()
+	a.log.Error("conflicting signed message", "reason", err.Error(), "bytes", size)
 }
 
 func (a *Agent) reject(err error, size int) {

@@ -199,7 +199,7 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	}
 
 	next := func(mutate func(*sync.Delta)) *sync.Delta {
-		d := &sync.Delta{Fleet: "f1", Version: 2, Base: d1.State, Expires: time.Now().Add(time.Hour).Unix()}
+		d := &sync.Delta{Fleet: "f1", Version: 2, Base: d1.State, State: "sha256:" + strings.Repeat("1", 64), Expires: time.Now().Add(time.Hour).Unix()}
 		mutate(d)
 		return d
 	}
@@ -216,7 +216,9 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 		{"garbage flood", "malformed message", bytes.Repeat([]byte{0xd8, 0x62, 0x84}, 1000)},
 		{"other fleet", "another fleet", f.seal(next(func(d *sync.Delta) { d.Fleet = "f2" }), f.update)},
 		{"mix-and-match", "mix-and-match", f.seal(next(func(d *sync.Delta) { d.Base = "sha256:" + strings.Repeat("0", 64) }), f.update)},
-		{"expired", "expired", f.seal(next(func(d *sync.Delta) { d.Expires = time.Now().Add(-time.Hour).Unix() }), f.update)},
+		{"no resulting state", "must name its base and resulting state digests", f.seal(next(func(d *sync.Delta) { d.State = "" }), f.update)},
+		// Another delta 1, validly signed: a forked history or a stolen delta key.
+		{"conflict", "conflicting signed delta 1", f.seal(next(func(d *sync.Delta) { d.Version, d.Base = 1, d1.Base }), f.update)},
 		{"divergence", "differs from the state", f.seal(next(func(d *sync.Delta) { d.State = d1.State }), f.update)},
 		{"replay", "delta ignored", good},
 	}
@@ -233,6 +235,13 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	s := f.waitStatus(func(s sync.Status) bool { return strings.Contains(s.LastRejection, "differs") })
 	if s.Version != 1 || !s.Online {
 		t.Fatalf("status after rejections: %+v", s)
+	}
+	// The conflict is an error; the replay a harmless redelivery.
+	if c := f.log.count(`level=ERROR msg="conflicting signed message" reason="conflicting signed delta 1: `); c != 1 {
+		t.Errorf("conflict logged %d times at ERROR, want once:\n%s", c, f.log.String())
+	}
+	if c := f.log.count(`level=INFO msg="delta ignored"`); c != 1 {
+		t.Errorf("replay logged %d times at INFO, want once", c)
 	}
 
 	// Deltas published while the agent is down arrive when it is back (persistent session),

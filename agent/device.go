@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
@@ -112,7 +115,15 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 			}
 			keys = append(keys, trust.Key{DER: der})
 		}
-		return verify.GadgetWithKeys(keys, images, ref)
+		// The keys given replace the fleet's keys, not what the fleet denied or revoked.
+		if _, err := os.Stat(trustDir(dataDir)); errors.Is(err, fs.ErrNotExist) {
+			return verify.GadgetWithKeys(keys, images, ref)
+		}
+		snap, err := snapshot(dataDir)
+		if err != nil {
+			return nil, fmt.Errorf("read the device's deny-list and revocations, which apply with --key too: %w", err)
+		}
+		return verify.Gadget(verify.KeysUnder(keys, snap), images, ref)
 	}
 	snap, err := snapshot(dataDir)
 	if err != nil {

@@ -308,6 +308,8 @@ type device struct {
 	dataDir string
 	log     *logBuffer
 	stopFn  func()
+	// now, when set, is the agent's clock.
+	now func() time.Time
 }
 
 // device provisions a new device of the fleet with root 1 and an empty data directory.
@@ -323,6 +325,9 @@ func (d *device) start() {
 	a, err := New(d.cfg, d.dataDir, slog.New(slog.NewTextHandler(d.log, nil)))
 	if err != nil {
 		d.t.Fatal(err)
+	}
+	if d.now != nil {
+		a.now = d.now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

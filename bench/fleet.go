@@ -130,7 +130,7 @@ func preload(dir string, root *sync.TrustedRoot, raws [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("delta %d: %w", i+1, err)
 		}
-		if _, err := sync.Apply(s, u.Delta, time.Now()); err != nil {
+		if _, err := sync.Apply(s, u.Delta); err != nil {
 			return fmt.Errorf("delta %d: %w", i+1, err)
 		}
 	}

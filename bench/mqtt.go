@@ -216,7 +216,7 @@ func applyBreakdown(e *env, bf *benchFleet) map[string]any {
 			break
 		}
 		t = time.Now()
-		if _, err := sync.Apply(s, u.Delta, time.Now()); err != nil {
+		if _, err := sync.Apply(s, u.Delta); err != nil {
 			out["breakdown_error"] = fmt.Sprintf("delta %d: %v", i+1, err)
 			break
 		}

@@ -25,14 +25,18 @@
 //
 // A global gadget_param_<var> marks the const volatile global <var> (in
 // .rodata) as a parameter: an integer, a _Bool or a char array (a string).
-// Its default is its initial value; [Params] lists them, and
+// An integer declared gadget_signal or gadget_errno takes a name as well as
+// a number (SIGTERM or TERM, ENOENT; not case-sensitive), as such fields
+// print. Its default is its initial value; [Params] lists them, and
 // Options.Params sets them by name, parsed by type, with errors naming the
 // parameter and the type expected. Values are written into the initial
 // contents of .rodata before the programs are loaded, so the verifier sees
 // them as constants and can prune code they disable. An integer global
 // <map>_max_entries that is not 0 then becomes the max_entries of map <map>
 // (a ring buffer's must be a power-of-two number of pages); make it a
-// parameter to let users size the map.
+// parameter to let users size the map ([Param.SizesMap]). Such a
+// parameter set to 0 is refused, as is a ring buffer size the kernel
+// would refuse, before anything is loaded.
 //
 // # Selecting output
 //
@@ -89,8 +93,13 @@
 // what happened since the one before; an update the gadget makes to an
 // entry between its read and its delete is lost. The columns format heads
 // each round with a "--- <time>: <n> rows" line and the header; JSON
-// prints only the rows. Filters apply to rows, MaxEvents counts the rows
-// printed, and the run ends like a tracer's (no last round is printed).
+// prints only the rows, each with a first member "round", the round's time
+// in UTC (RFC 3339 with nanoseconds, the same for every row of a round),
+// which tells rounds apart (a gadget field named round is refused there).
+// Filters apply to rows, MaxEvents counts the rows printed, and the run
+// ends like a tracer's (no last round is printed). Stats counts rows and
+// Stats.Rounds the rounds printed; the rows of the last round left
+// unprinted by MaxEvents are not counted.
 //
 // A global gadget_snapshotter_<name>___<struct>___<prog>[___<prog>...] (at
 // most three programs) makes it a snapshotter: each program is an
@@ -116,6 +125,8 @@
 //   - Run then loads the programs and maps, opens a tracer's ring buffer or
 //     perf reader and attaches every program. If any step fails, what was
 //     created so far is released and the error returned.
+//   - A gadget refused by these checks, or by the kernel when loading,
+//     never ran: Run returns nil Stats with the error.
 //   - The run ends when ctx is done (for example on Ctrl-C, with a context
 //     from [os/signal.NotifyContext]), when Options.Timeout passes, when
 //     Options.MaxEvents events were read, or on the first error reading,

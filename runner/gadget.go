@@ -33,6 +33,17 @@ type gadget struct {
 	snapshot *snapshotter
 }
 
+// kind tells what sort of gadget g is.
+func (g *gadget) kind() Kind {
+	switch {
+	case g.mapIter != nil:
+		return KindMapIterator
+	case g.snapshot != nil:
+		return KindSnapshotter
+	}
+	return KindTracer
+}
+
 // parseGadget reads the tracer marker and checks everything it refers to.
 // bpfleet runs exactly one tracer per gadget, fed by a BPF ring buffer or a
 // perf event array.

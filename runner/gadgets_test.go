@@ -391,7 +391,7 @@ func TestTraceSignal(t *testing.T) {
 		Output:  &out,
 		Format:  FormatJSON,
 		Timeout: time.Minute,
-		Params:  map[string]string{"target_signal": strconv.Itoa(int(unix.SIGUSR1))},
+		Params:  map[string]string{"target_signal": "SIGUSR1"},
 		OnEvent: onEvent,
 	})
 	var children []uint32

@@ -154,17 +154,24 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitte
 		if err != nil {
 			return err
 		}
-		// The round's heading gives the number of rows shown, so all are
-		// filtered before any is printed.
-		e.stats.Events += uint64(len(rows))
-		shown := slices.DeleteFunc(rows, func(r row) bool { return !e.keep(r.ev) })
-		last := opts.MaxEvents > 0 && printed+len(shown) >= opts.MaxEvents
-		if last {
-			shown = shown[:opts.MaxEvents-printed]
+		// The round's heading gives the number of rows shown, so they are
+		// filtered, and cut at MaxEvents, before any is printed. Rows past
+		// the cut are not looked at, and not counted.
+		var shown []row
+		for _, r := range rows {
+			if opts.MaxEvents > 0 && printed+len(shown) == opts.MaxEvents {
+				break
+			}
+			e.stats.Events++
+			if e.keep(r.ev) {
+				shown = append(shown, r)
+			}
 		}
+		last := opts.MaxEvents > 0 && printed+len(shown) == opts.MaxEvents
 		if err := e.printer.round(at, len(shown)); err != nil {
 			return fmt.Errorf("print: %w", err)
 		}
+		e.stats.Rounds++
 		for _, r := range shown {
 			if err := e.show(r.ev); err != nil {
 				return err

@@ -214,40 +214,48 @@ func TestTopFile(t *testing.T) {
 		t.Errorf("output has %d headings for %d rounds, header line %v, row for %s %v:\n%s",
 			headings, out.rounds, strings.Contains(text, "\nPID "), name, printedRow, text)
 	}
-	if res.stats.Events != uint64(len(rows)) || res.stats.Filtered != 0 {
-		t.Errorf("stats %+v, want %d rows and none filtered", *res.stats, len(rows))
+	if want := (Stats{Kind: KindMapIterator, Events: uint64(len(rows)), Rounds: uint64(out.rounds)}); *res.stats != want {
+		t.Errorf("stats %+v, want %+v: every row printed, in every round", *res.stats, want)
 	}
 
 	// 12 programs; maps stats, calls, .rodata (parameters) and .bss (markers).
 	checkReleased(t, during, 12, 4)
 }
 
-// --max-events counts rows, and JSON prints one object per row, nothing
-// else.
+// --max-events counts rows, and so do the Stats: not the rows of the round
+// that were never printed. JSON prints one object per row, nothing else,
+// each with its round's time first.
 func TestTopFileMaxEventsJSON(t *testing.T) {
 	requireRoot(t)
 	elf := gadgetELF(t, "top_file")
 	dir := t.TempDir()
 	var out bytes.Buffer
 	var printed int
+	start := time.Now()
 	done := runNamed(context.Background(), "top_file", elf, Options{
-		Output:    &out,
-		Format:    FormatJSON,
-		Interval:  50 * time.Millisecond,
+		Output: &out,
+		Format: FormatJSON,
+		// Long enough for the loop below to touch more than 3 files a round.
+		Interval:  200 * time.Millisecond,
 		Timeout:   30 * time.Second,
 		MaxEvents: 3,
 		Params:    map[string]string{"target_pid": strconv.Itoa(os.Getpid())},
 		Fields:    []string{"file", "writes", "wbytes"},
 		OnEvent:   func(Event) { printed++ },
 	})
-	// Each call writes a new file, so every round has rows for several.
+	// Each call writes two new files, so every round has rows for several.
 	var n int
 	stop := triggerLoop(t, func() error {
-		n++
-		_, err := fileIO(fmt.Sprintf("%s/f%d", dir, n), []int{10}, 10)
-		return err
+		for range 2 {
+			n++
+			if _, err := fileIO(fmt.Sprintf("%s/f%d", dir, n), []int{10}, 10); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	res := wait(t, done, "3 rows")
+	end := time.Now()
 	stop()
 	if res.err != nil {
 		t.Fatal(res.err)
@@ -256,14 +264,36 @@ func TestTopFileMaxEventsJSON(t *testing.T) {
 	if printed != 3 || len(lines) != 3 {
 		t.Fatalf("%d rows passed to OnEvent, output:\n%s\nwant 3 rows", printed, out.String())
 	}
+	var prev time.Time
 	for _, l := range lines {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(l), &obj); err != nil {
 			t.Fatalf("output line %q: %v", l, err)
 		}
-		if len(obj) != 3 || !strings.HasPrefix(l, `{"file":`) || obj["writes"] == nil || obj["wbytes"] == nil {
-			t.Errorf("output line %q, want the 3 selected fields", l)
+		if len(obj) != 4 || !strings.HasPrefix(l, `{"round":"`) || obj["file"] == nil || obj["writes"] == nil || obj["wbytes"] == nil {
+			t.Errorf("output line %q, want the round then the 3 selected fields", l)
 		}
+		s, _ := obj["round"].(string)
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil || len(s) != len("2006-01-02T15:04:05.000000000Z") || !strings.HasSuffix(s, "Z") ||
+			at.Before(start) || at.After(end) || at.Before(prev) {
+			t.Errorf("round %q (%v): want UTC with nanoseconds, during the run (%s to %s), not before the previous row's",
+				s, err, start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano))
+		}
+		prev = at
+	}
+	if st := res.stats; st.Kind != KindMapIterator || st.Events != 3 || st.Filtered != 0 || st.Printed() != 3 || st.Rounds == 0 {
+		t.Errorf("stats %+v, want the 3 rows printed in at least one round", *st)
+	}
+}
+
+// A map iterator field named round would print twice in a JSON row.
+func TestMapIterRoundFieldClash(t *testing.T) {
+	elf := rename(t, gadgetELF(t, "top_file"), "reads", "round")
+	stats, err := run(context.Background(), "top_file", elf, Options{Format: FormatJSON})
+	const want = `run gadget top_file: map iterator file: field round would clash with the "round" member JSON rows get; leave it out with Options.Fields`
+	if err == nil || err.Error() != want || stats != nil {
+		t.Errorf("got error %v, stats %v; want %q", err, stats, want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -35,10 +36,15 @@ type printer interface {
 	print(Event) error
 	// round begins one round of a map iterator's rows, fetched at the given
 	// time: the columns format heads it with the time and the number of
-	// rows, then the header line if there are rows; JSON has nothing to
-	// print for it. It takes the place of start.
+	// rows, then the header line if there are rows; JSON prints nothing for
+	// it but gives each of its rows a first member "round", the time in UTC
+	// (RFC 3339 with nanoseconds, as timestamps print). It takes the place
+	// of start.
 	round(at time.Time, rows int) error
 }
+
+// roundKey is the JSON member that tells a map iterator's rounds apart.
+const roundKey = "round"
 
 // newPrinter returns a printer of the fields of d at the indexes columns,
 // in that order.
@@ -47,7 +53,7 @@ func newPrinter(w io.Writer, f Format, d *decoder, columns []int) (printer, erro
 	case FormatColumns:
 		return newColumns(w, d, columns), nil
 	case FormatJSON:
-		return jsonPrinter{w: w, columns: columns}, nil
+		return &jsonPrinter{w: w, columns: columns}, nil
 	default:
 		return nil, fmt.Errorf("unknown output format %d", f)
 	}
@@ -139,20 +145,29 @@ func formatValue(v any) string {
 type jsonPrinter struct {
 	w       io.Writer
 	columns []int
+	// roundAt is the "round" member of a map iterator's rows, quoted; empty
+	// for other gadgets.
+	roundAt string
 }
 
-func (jsonPrinter) start() error { return nil }
+func (*jsonPrinter) start() error { return nil }
 
-func (jsonPrinter) round(time.Time, int) error { return nil }
+func (p *jsonPrinter) round(at time.Time, _ int) error {
+	p.roundAt = strconv.Quote(at.UTC().Format(timeLayout))
+	return nil
+}
 
-func (p jsonPrinter) print(ev Event) error {
+func (p *jsonPrinter) print(ev Event) error {
 	// Built by hand: a Go map would sort the keys, a struct cannot be declared
 	// for a gadget only known at run time.
 	var buf bytes.Buffer
 	buf.WriteByte('{')
+	if p.roundAt != "" {
+		buf.WriteString(`"` + roundKey + `":` + p.roundAt)
+	}
 	for i, c := range p.columns {
 		f := ev[c]
-		if i > 0 {
+		if i > 0 || p.roundAt != "" {
 			buf.WriteByte(',')
 		}
 		name, err := json.Marshal(f.Name)

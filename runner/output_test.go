@@ -159,3 +159,39 @@ func TestParseFilter(t *testing.T) {
 		}
 	}
 }
+
+// A map iterator's JSON rows carry their round's time, in UTC with
+// nanoseconds, as their first member; the columns format heads the round.
+func TestPrintRounds(t *testing.T) {
+	d, err := newDecoder(&btf.Struct{Name: "row", Size: 4, Members: []btf.Member{{Name: "pid", Type: u32T}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := Event{{Name: "pid", Value: uint32(7)}}
+	at := time.Date(2026, 12, 3, 18, 22, 1, 5, time.FixedZone("CET", 3600))
+	for _, tc := range []struct {
+		format Format
+		want   string
+	}{
+		{FormatJSON, `{"round":"2026-12-03T17:22:01.000000005Z","pid":7}` + "\n" +
+			`{"round":"2026-12-03T17:22:02.000000005Z","pid":7}` + "\n"},
+		{FormatColumns, "--- 2026-12-03T17:22:01Z: 1 row\nPID\n7\n--- 2026-12-03T17:22:02Z: 1 row\nPID\n7\n"},
+	} {
+		var out bytes.Buffer
+		p, err := newPrinter(&out, tc.format, d, []int{0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			if err := p.round(at.Add(time.Duration(i)*time.Second), 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.print(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out.String() != tc.want {
+			t.Errorf("format %d printed\n%s\nwant\n%s", tc.format, out.String(), tc.want)
+		}
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -30,14 +32,19 @@ const (
 // into the program's read-only data before the program is loaded, so the
 // verifier sees it as a constant.
 type Param struct {
-	Name string // the variable's name, as given to Options.Params
-	// Type is "bool", "int8" to "int64", "uint8" to "uint64", or "string"
-	// for a char array.
-	Type string
+	Name string `json:"name"` // the variable's name, as given to Options.Params
+	// Type is "bool", "int8" to "int64", "uint8" to "uint64", "string" for a
+	// char array, "signal" for a gadget_signal (a name such as SIGTERM or
+	// TERM, or a number) and "errno" for a gadget_errno (a name such as
+	// ENOENT, or a number).
+	Type string `json:"type"`
 	// MaxLen is, for a string, the most bytes a value may have: the array's
 	// length less one for the terminating NUL. 0 for other types.
-	MaxLen  int
-	Default string // the value the gadget was compiled with, as text
+	MaxLen  int    `json:"max_len,omitempty"`
+	Default string `json:"default"` // the value the gadget was compiled with, as text
+	// SizesMap is, for a parameter <map>_max_entries, the map whose
+	// max_entries it sets; such a parameter must be positive. "" for others.
+	SizesMap string `json:"sizes_map,omitempty"`
 }
 
 // paramSpec is a Param and where its bytes live.
@@ -116,11 +123,16 @@ func newParamSpec(spec *ebpf.CollectionSpec, name string) (paramSpec, error) {
 		return paramSpec{}, fmt.Errorf("initial value of %d bytes for a %d-byte variable", len(v.Value), size)
 	}
 	p := paramSpec{Param: Param{Name: name}, v: v}
+	if m, ok := strings.CutSuffix(name, maxEntriesSuffix); ok && spec.Maps[m] != nil {
+		p.SizesMap = m
+	}
 
-	_, typ := resolve(v.Type.Type)
+	tag, typ := resolve(v.Type.Type)
 	switch t := typ.(type) {
 	case *btf.Int:
 		switch {
+		case (tag == signalTag || tag == errnoTag) && t.Encoding&btf.Bool == 0 && (t.Size == 1 || t.Size == 2 || t.Size == 4 || t.Size == 8):
+			p.Type, p.Default, p.encode = namedIntParam(tag, t, v.Value)
 		case t.Encoding&btf.Bool != 0:
 			p.Type = paramTypeBool
 			p.Default = strconv.FormatBool(readUint(v.Value, t.Size) != 0)
@@ -178,6 +190,65 @@ func newParamSpec(spec *ebpf.CollectionSpec, name string) (paramSpec, error) {
 	}
 	return p, nil
 }
+
+// namedIntParam describes a gadget_signal or gadget_errno parameter: its
+// default prints by name as events do, and a value may be a name or a
+// number. A signal name may leave out its SIG prefix, as kill(1) allows;
+// names are not case-sensitive. An errno parameter holds the positive error
+// number (ENOENT is 2).
+func namedIntParam(tag string, t *btf.Int, initial []byte) (typeName, def string, encode func(string) ([]byte, error)) {
+	signed := t.Encoding&btf.Signed != 0
+	bits := 8 * t.Size
+	raw := readUint(initial, t.Size)
+	n := int64(raw)
+	if signed {
+		n = int64(raw<<(64-bits)) >> (64 - bits)
+	}
+	intName := "uint"
+	if signed {
+		intName = "int"
+	}
+	asInt := intEncoder(intName+strconv.Itoa(int(bits)), t.Size, signed)
+	if tag == signalTag {
+		return "signal", Signal(n).String(), func(s string) ([]byte, error) {
+			if b, err := asInt(s); err == nil {
+				return b, nil
+			}
+			name := strings.ToUpper(s)
+			if !strings.HasPrefix(name, "SIG") {
+				name = "SIG" + name
+			}
+			num := unix.SignalNum(name)
+			if num == 0 {
+				return nil, fmt.Errorf("%q is not a signal (a name such as SIGTERM or TERM, or a number)", s)
+			}
+			return asInt(strconv.Itoa(int(num)))
+		}
+	}
+	return "errno", Errno(n).String(), func(s string) ([]byte, error) {
+		if b, err := asInt(s); err == nil {
+			return b, nil
+		}
+		num, ok := errnoNumbers()[strings.ToUpper(s)]
+		if !ok {
+			return nil, fmt.Errorf("%q is not an errno (a name such as ENOENT, or a number)", s)
+		}
+		return asInt(strconv.Itoa(int(num)))
+	}
+}
+
+// errnoNumbers maps the errno names Errno prints to their numbers.
+var errnoNumbers = sync.OnceValue(func() map[string]unix.Errno {
+	m := make(map[string]unix.Errno)
+	// Linux error numbers are below 4096, the range system calls return
+	// errors in.
+	for e := unix.Errno(1); e < 4096; e++ {
+		if name := unix.ErrnoName(e); name != "" {
+			m[name] = e
+		}
+	}
+	return m
+})
 
 func intEncoder(typeName string, size uint32, signed bool) func(string) ([]byte, error) {
 	bits := int(8 * size)
@@ -237,6 +308,12 @@ func applyParams(spec *ebpf.CollectionSpec, specs []paramSpec, values map[string
 		b, err := p.encode(values[name])
 		if err != nil {
 			return fmt.Errorf("param %s: %w", name, err)
+		}
+		// A <map>_max_entries of 0 keeps the size the ELF declares
+		// (applyMaxEntries), often a placeholder of 1: never what a user
+		// asking for 0 wants.
+		if p.SizesMap != "" && !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+			return fmt.Errorf("param %s: 0 would leave map %s without room; use a positive value", name, p.SizesMap)
 		}
 		if err := writeVariable(spec, p.v, b); err != nil {
 			return fmt.Errorf("param %s: %w", name, err)

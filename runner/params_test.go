@@ -1,12 +1,22 @@
 package runner
 
 import (
+	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func TestParamsTraceOpen(t *testing.T) {
@@ -17,7 +27,7 @@ func TestParamsTraceOpen(t *testing.T) {
 	want := []Param{
 		{Name: "failed_only", Type: "bool", Default: "false"},
 		{Name: "prefix", Type: "string", MaxLen: 127, Default: ""},
-		{Name: "start_max_entries", Type: "uint32", Default: "10240"},
+		{Name: "start_max_entries", Type: "uint32", Default: "10240", SizesMap: "start"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("params\n%+v\nwant\n%+v", got, want)
@@ -27,7 +37,7 @@ func TestParamsTraceOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = []Param{{Name: "sockets_max_entries", Type: "uint32", Default: "8192"}, {Name: "target_port", Type: "uint16", Default: "0"}}
+	want = []Param{{Name: "sockets_max_entries", Type: "uint32", Default: "8192", SizesMap: "sockets"}, {Name: "target_port", Type: "uint16", Default: "0"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("params %+v, want %+v", got, want)
 	}
@@ -151,5 +161,150 @@ func TestMaxEntriesRingBuffer(t *testing.T) {
 	}
 	if err := applyMaxEntries(spec); err != nil || spec.Maps["events"].MaxEntries != 1<<20 {
 		t.Errorf("1 MiB ring buffer: max_entries %d, error %v", spec.Maps["events"].MaxEntries, err)
+	}
+}
+
+// Params print with the snake_case keys of the CLI's other JSON.
+func TestParamJSON(t *testing.T) {
+	b, err := json.Marshal([]Param{
+		{Name: "prefix", Type: "string", MaxLen: 127, Default: ""},
+		{Name: "start_max_entries", Type: "uint32", Default: "10240", SizesMap: "start"},
+	})
+	const want = `[{"name":"prefix","type":"string","max_len":127,"default":""},` +
+		`{"name":"start_max_entries","type":"uint32","default":"10240","sizes_map":"start"}]`
+	if err != nil || string(b) != want {
+		t.Errorf("got %s, %v\nwant %s", b, err, want)
+	}
+}
+
+// A map size of 0 is refused, naming the map, before anything is loaded:
+// it would otherwise keep the ELF's placeholder size of 1.
+func TestZeroMaxEntriesRefused(t *testing.T) {
+	for _, tc := range []struct{ gadget, param, m string }{
+		{"trace_open", "start_max_entries", "start"},
+		{"top_file", "stats_max_entries", "stats"},
+	} {
+		elf := gadgetELF(t, tc.gadget)
+		for _, zero := range []string{"0", "0x0", "00"} {
+			stats, err := run(context.Background(), tc.gadget, elf, Options{Output: io.Discard, Params: map[string]string{tc.param: zero}})
+			want := fmt.Sprintf("run gadget %s: param %s: 0 would leave map %s without room; use a positive value", tc.gadget, tc.param, tc.m)
+			if err == nil || err.Error() != want {
+				t.Errorf("%s=%s: got error %v, want %q", tc.param, zero, err, want)
+			}
+			if stats != nil {
+				t.Errorf("%s=%s: stats %+v for a gadget that never ran, want nil", tc.param, zero, *stats)
+			}
+		}
+		spec := loadSpec(t, elf)
+		ps, err := parseParams(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := applyParams(spec, ps, map[string]string{tc.param: "1"}); err != nil || spec.Maps[tc.m].MaxEntries != 1 {
+			t.Errorf("%s=1: max_entries %d, error %v", tc.param, spec.Maps[tc.m].MaxEntries, err)
+		}
+	}
+}
+
+// Parameters typed gadget_signal and gadget_errno take names as well as
+// numbers, and list their defaults by name.
+func TestNamedParams(t *testing.T) {
+	elf := testdataELF(t, "typed_params")
+	got, err := params(elf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Param{{Name: "target_errno", Type: "errno", Default: "0"}, {Name: "target_signal", Type: "signal", Default: "SIGUSR1"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("params %+v, want %+v", got, want)
+	}
+
+	spec := loadSpec(t, elf)
+	ps, err := parseParams(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, value string
+		want        uint32
+	}{
+		{"target_signal", "SIGTERM", uint32(unix.SIGTERM)},
+		{"target_signal", "TERM", uint32(unix.SIGTERM)},
+		{"target_signal", "sigusr2", uint32(unix.SIGUSR2)},
+		{"target_signal", "9", 9},
+		{"target_signal", "0", 0},
+		{"target_errno", "ENOENT", uint32(unix.ENOENT)},
+		{"target_errno", "eacces", uint32(unix.EACCES)},
+		{"target_errno", "5", 5},
+	} {
+		if err := applyParams(spec, ps, map[string]string{tc.name: tc.value}); err != nil {
+			t.Errorf("%s=%s: %v", tc.name, tc.value, err)
+			continue
+		}
+		if got := binary.NativeEndian.Uint32(rodataValue(t, spec, tc.name)); got != tc.want {
+			t.Errorf("%s=%s written as %d, want %d", tc.name, tc.value, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ name, value, want string }{
+		{"target_signal", "SIGNOPE", `param target_signal: "SIGNOPE" is not a signal (a name such as SIGTERM or TERM, or a number)`},
+		{"target_signal", "", `param target_signal: "" is not a signal`},
+		{"target_errno", "ENOPE", `param target_errno: "ENOPE" is not an errno (a name such as ENOENT, or a number)`},
+		{"target_errno", "SIGTERM", `param target_errno: "SIGTERM" is not an errno`},
+	} {
+		err := applyParams(loadSpec(t, elf), ps, map[string]string{tc.name: tc.value})
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s=%q: got error %v, want %q", tc.name, tc.value, err, tc.want)
+		}
+	}
+}
+
+// The named values reach the kernel: the gadget reports only the signal
+// given by name, with the errno given by name.
+func TestRunNamedParams(t *testing.T) {
+	requireRoot(t)
+	elf := testdataELF(t, "typed_params")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skipf("no sleep to start: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	onEvent, events := collect()
+	done := runNamed(ctx, "typed_params", elf, Options{
+		Output:  io.Discard,
+		Timeout: time.Minute,
+		Params:  map[string]string{"target_signal": "USR2", "target_errno": "EPERM"},
+		OnEvent: onEvent,
+	})
+	var children []uint32
+	stop := triggerLoop(t, func() error {
+		cmd := exec.Command(sleep, "30")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		children = append(children, uint32(cmd.Process.Pid))
+		// SIGUSR1 first: the gadget must not report it.
+		for _, sig := range []syscall.Signal{unix.SIGUSR1, unix.SIGUSR2} {
+			if err := cmd.Process.Signal(sig); err != nil {
+				return err
+			}
+		}
+		var exit *exec.ExitError
+		if err := cmd.Wait(); !errors.As(err, &exit) {
+			return fmt.Errorf("child: got %v, want death by a signal", err)
+		}
+		return nil
+	})
+	defer stop()
+	ev := waitWhileRunning(t, events, done, "a SIGUSR2 to a child")
+	cancel()
+	res := wait(t, done, "the run to end")
+	stop() // children is complete once the loop stopped
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	checkFields(t, ev, map[string]any{"sig": Signal(unix.SIGUSR2), "error": Errno(unix.EPERM)})
+	if tpid, _ := ev.Value("tpid"); !slices.Contains(children, tpid.(uint32)) {
+		t.Errorf("target pid %v is none of the children %v", tpid, children)
 	}
 }

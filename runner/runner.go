@@ -47,18 +47,40 @@ type Options struct {
 	kernelBTF func() (*btf.Spec, error) // the kernel's BTF; nil means the kernel's own, as cilium/ebpf finds it
 }
 
-// Stats describes a run.
+// Kind is what sort of gadget ran: its events, rows or records are counted
+// alike in Stats, but they are not the same thing.
+type Kind string
+
+// The kinds of gadget (doc.go, Map iterators and snapshotters).
+const (
+	KindTracer      Kind = "tracer"       // Stats count events
+	KindMapIterator Kind = "map iterator" // Stats count rows, in Rounds
+	KindSnapshotter Kind = "snapshotter"  // Stats count records
+)
+
+// Stats describes what a run printed. Events, rows or records that were
+// never looked at, such as the rest of a map iterator's round once
+// MaxEvents was reached, are not counted: Events - Filtered were printed.
 type Stats struct {
-	Events   uint64 // events read from the ring buffer, map entries read, or iterator records
-	Filtered uint64 // events read but left out by Options.Filters
+	Kind Kind
+	// Events counts the tracer's events, the map iterator's rows or the
+	// snapshotter's records that were either printed or left out by
+	// Options.Filters.
+	Events   uint64
+	Filtered uint64 // events, rows or records left out by Options.Filters
 	Lost     uint64 // events dropped, mostly because the ring buffer or a CPU's perf buffer was full
+	Rounds   uint64 // rounds a map iterator printed (a heading each in columns); 0 for other kinds
 }
+
+// Printed is how many events, rows or records were printed.
+func (s *Stats) Printed() uint64 { return s.Events - s.Filtered }
 
 // Run loads and attaches an approved gadget and prints its events until ctx
 // is done, the timeout passes or MaxEvents is reached; those three end a run
 // without error. Everything Run created in the kernel is released before it
-// returns. The returned Stats is never nil: after an error it tells what was
-// seen before.
+// returns. The returned Stats is nil when the gadget never ran: it failed a
+// check (parameters, fields, filters, ...) or the kernel refused to load it.
+// Otherwise it is not nil, and after an error it tells what was seen before.
 func Run(ctx context.Context, g *verify.Approved, opts Options) (*Stats, error) {
 	opts.btfgen = g.BTFGen()
 	return run(ctx, g.Ref(), g.Program(), opts)
@@ -67,8 +89,8 @@ func Run(ctx context.Context, g *verify.Approved, opts Options) (*Stats, error) 
 // run does Run's work on a gadget ELF that does not need to come from
 // verify, so tests can run objects they build.
 func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, error) {
-	stats := &Stats{}
-	if err := runGadget(ctx, elf, opts, stats); err != nil {
+	stats, err := runGadget(ctx, elf, opts)
+	if err != nil {
 		return stats, fmt.Errorf("run gadget %s: %w", name, err)
 	}
 	return stats, nil
@@ -98,9 +120,10 @@ func loadError(plan []program, target *coreTarget, err error) error {
 	return fmt.Errorf("load: %w", err)
 }
 
-func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) error {
+// runGadget returns nil Stats until the gadget is loaded: nothing ran.
+func runGadget(ctx context.Context, elf []byte, opts Options) (*Stats, error) {
 	if opts.Timeout < 0 || opts.MaxEvents < 0 || opts.Interval < 0 {
-		return errors.New("negative Timeout, MaxEvents or Interval")
+		return nil, errors.New("negative Timeout, MaxEvents or Interval")
 	}
 	out := opts.Output
 	if out == nil {
@@ -110,33 +133,39 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	// Everything about the gadget is checked before the first kernel object exists.
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
 	if err != nil {
-		return fmt.Errorf("parse ELF: %w", err)
+		return nil, fmt.Errorf("parse ELF: %w", err)
 	}
 	g, err := parseGadget(spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	params, err := parseParams(spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := applyParams(spec, params, opts.Params); err != nil {
-		return err
+		return nil, err
 	}
 	v, err := newView(g.decoder, opts.Fields, opts.Filters)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if g.mapIter != nil && opts.Format == FormatJSON {
+		for _, c := range v.columns {
+			if g.decoder.fields[c].name == roundKey {
+				return nil, fmt.Errorf("map iterator %s: field %s would clash with the %q member JSON rows get; leave it out with Options.Fields",
+					g.mapIter.name, roundKey, roundKey)
+			}
+		}
 	}
 	p, err := newPrinter(out, opts.Format, g.decoder, v.columns)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	e := &emitter{dec: g.decoder, view: v, printer: p, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
-
 	for _, prog := range g.attach {
 		if prog.kind == attachTracepoint {
 			if err := ensureTracefs(); err != nil {
-				return err
+				return nil, err
 			}
 			break
 		}
@@ -150,14 +179,23 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	spec.Variables = nil
 	loadOpts, target, err := prepareLoad(spec, g.events, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, loadOpts)
 	if err != nil {
-		return loadError(g.attach, target, err)
+		return nil, loadError(g.attach, target, err)
 	}
 	defer coll.Close()
 
+	stats := &Stats{Kind: g.kind()}
+	e := &emitter{dec: g.decoder, view: v, printer: p, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
+	return stats, runLoaded(ctx, coll, g, e, opts)
+}
+
+// runLoaded attaches the loaded gadget and runs it until its end. The
+// caller closes coll; runLoaded closes everything else it opens.
+func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
+	stats := e.stats
 	if g.snapshot != nil {
 		return runSnapshot(ctx, coll, g, e, opts)
 	}
@@ -165,6 +203,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 	// array drops what a CPU sends before that CPU's buffer exists.
 	var rd eventReader
 	if g.mapIter == nil {
+		var err error
 		if rd, err = newEventReader(coll.Maps[g.events], stats); err != nil {
 			return fmt.Errorf("read events from %s: %w", g.events, err)
 		}
@@ -202,10 +241,10 @@ func runGadget(ctx context.Context, elf []byte, opts Options, stats *Stats) erro
 		}
 	}()
 
-	if err := p.start(); err != nil {
+	if err := e.printer.start(); err != nil {
 		return fmt.Errorf("print: %w", err)
 	}
-	err = readEvents(rd, e)
+	err := readEvents(rd, e)
 	if errors.Is(err, os.ErrClosed) && ctx.Err() != nil {
 		err = nil
 	}

@@ -17,6 +17,11 @@ var (
 	ErrBase        = errors.New("delta applies to another state (mix-and-match)")
 	ErrDiverged    = errors.New("state after applying differs from the state the delta names")
 	ErrUnknownType = errors.New("unknown message type")
+	// ErrConflict marks a validly signed message that contradicts what the device already
+	// holds: a delta for the device's version that yields another state, or another root of
+	// the device's root version. A replay is byte-for-byte what the device has and is harmless;
+	// a conflict means the fleet's history forked or a signing key is in other hands.
+	ErrConflict = errors.New("forked history or compromised key")
 )
 
 // Delta is a signed set of additions to a device's trust, one link of a hash chain: it names
@@ -26,7 +31,10 @@ type Delta struct {
 	Version uint64 `cbor:"2,keyasint"` // the trust version it brings a device to: Base's + 1
 	Base    string `cbor:"3,keyasint"` // state digest at Version-1
 	State   string `cbor:"4,keyasint"` // state digest after applying
-	Expires int64  `cbor:"5,keyasint"` // Unix seconds; the fleet's state is stale after this
+	// Expires is when the state this delta yields goes stale (Unix seconds). It judges the
+	// device's newest state only (verify's freshness rules): a delta is applied whatever its
+	// own expiry, so that a device catching up can pass through old deltas.
+	Expires int64 `cbor:"5,keyasint"`
 	// Keys are public keys to trust for gadget signatures.
 	Keys []trust.Key `cbor:"6,keyasint,omitempty"`
 	// Signatures are cosign simple-signing signatures for image index digests.
@@ -43,6 +51,12 @@ type Delta struct {
 func (d *Delta) Change() store.Change {
 	return store.Change{Version: d.Version, Base: d.Base, State: d.State, Expires: d.Expires,
 		Keys: d.Keys, Signatures: d.Signatures, Revocations: d.Revocations, Policy: d.Policy, TrustedRoot: d.TrustedRoot}
+}
+
+// Expired reports whether the state d yields is stale at now; a zero now (clock unknown, see
+// trust.ClockKnown) never is.
+func (d *Delta) Expired(now time.Time) bool {
+	return !now.IsZero() && now.Unix() > d.Expires
 }
 
 // SealDelta signs d with delta-role keys.
@@ -84,6 +98,11 @@ func (t *TrustedRoot) Open(raw []byte) (Update, error) {
 		if d.Fleet != t.Fleet {
 			return Update{}, fmt.Errorf("%w: delta %d is for fleet %q, this device is in %q", ErrWrongFleet, d.Version, d.Fleet, t.Fleet)
 		}
+		// Both ends of the link must be named: without State the device could not tell that it
+		// reached the state the fleet did.
+		if !trust.ValidDigest(d.Base) || !trust.ValidDigest(d.State) {
+			return Update{}, fmt.Errorf("%w: delta %d must name its base and resulting state digests (sha256:<hex>)", ErrMalformed, d.Version)
+		}
 		return Update{Delta: &d}, nil
 	case ContentTypeOverride:
 		o, err := t.openOverride(env)
@@ -94,29 +113,34 @@ func (t *TrustedRoot) Open(raw []byte) (Update, error) {
 }
 
 // Apply writes an opened delta into the store when it is the next link of the chain, and
-// returns the new state digest. It refuses a delta the store already has (ErrStale), one
-// that is ahead (ErrGap: catch up first), one built on another state (ErrBase), one whose
-// own state is expired at now (ErrExpired; a zero now skips the check), and one after which
-// the store's digest would not be the one the delta names (ErrDiverged). In every case the
-// store is left as it was.
-func Apply(s *store.Store, d *Delta, now time.Time) (string, error) {
-	return ApplyChain(s, []*Delta{d}, now)
+// returns the new state digest. It refuses a delta the store already has (ErrStale; or
+// ErrConflict when it is for the store's version but names another state), one that is ahead
+// (ErrGap: catch up first), one built on another state (ErrBase), and one after which the
+// store's digest would not be the one the delta names (ErrDiverged). In every case the store is
+// left as it was.
+//
+// Expiry is not checked: versions and the hash chain already stop a replay or rollback, and a
+// device that was away past an old delta's expiry must still pass through it (and get its
+// revocations). The store takes the newest delta's expiry, and verify judges that (strict
+// refuses stale trust, the other levels warn); see [Delta.Expired].
+func Apply(s *store.Store, d *Delta) (string, error) {
+	return ApplyChain(s, []*Delta{d})
 }
 
 // ApplyChain applies consecutive deltas in one store transaction, hashing the state once (see
 // store.ApplyChain): what a device does with a catch-up batch. Errors are Apply's; on any
 // error nothing was written, and applying the deltas one at a time tells which one is at fault.
-func ApplyChain(s *store.Store, ds []*Delta, now time.Time) (string, error) {
+func ApplyChain(s *store.Store, ds []*Delta) (string, error) {
 	changes := make([]store.Change, len(ds))
 	for i, d := range ds {
-		if !now.IsZero() && now.Unix() > d.Expires {
-			return "", fmt.Errorf("%w: delta %d expired at %s", ErrExpired, d.Version, time.Unix(d.Expires, 0).UTC().Format(time.RFC3339))
-		}
 		changes[i] = d.Change()
 	}
 	digest, err := s.ApplyChain(changes)
 	switch {
 	case errors.Is(err, store.ErrOld):
+		if cerr := conflict(s, ds); cerr != nil {
+			return "", cerr
+		}
 		return "", fmt.Errorf("%w: %v", ErrStale, err)
 	case errors.Is(err, store.ErrAhead):
 		return "", fmt.Errorf("%w: %v", ErrGap, err)
@@ -128,11 +152,28 @@ func ApplyChain(s *store.Store, ds []*Delta, now time.Time) (string, error) {
 	return digest, err
 }
 
+// conflict tells a replay from a fork, for deltas the store is not behind: one for the store's
+// own version that names another state is a conflict. Only the current version's digest is
+// kept, so an older delta cannot be told apart and counts as a replay.
+func conflict(s *store.Store, ds []*Delta) error {
+	head, err := s.Head()
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if d.Version == head.Version && d.State != head.StateDigest {
+			return fmt.Errorf("conflicting signed delta %d: it yields state %s, this device holds %s at that version: %w",
+				d.Version, d.State, head.StateDigest, ErrConflict)
+		}
+	}
+	return nil
+}
+
 // Rejected reports whether err is the protocol refusing a message, which redelivery cannot
 // change, rather than a failure of the store, after which the message must be tried again.
 func Rejected(err error) bool {
 	for _, e := range []error{ErrTooLarge, ErrMalformed, ErrThreshold, ErrBadSignature, ErrUnknownType,
-		ErrWrongFleet, ErrRootVersion, ErrExpired, ErrStale, ErrGap, ErrBase, ErrDiverged, store.ErrInvalid} {
+		ErrWrongFleet, ErrRootVersion, ErrRootOld, ErrConflict, ErrExpired, ErrStale, ErrGap, ErrBase, ErrDiverged, store.ErrInvalid} {
 		if errors.Is(err, e) {
 			return true
 		}

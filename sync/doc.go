@@ -14,12 +14,18 @@
 // COSE_Sign tag, no indefinite lengths, bounded nesting and sizes); a threshold of the right
 // role's keys must have signed it, verified over the bytes as received; only then is the
 // payload decoded, strictly (unknown fields and duplicate keys are errors); then the fleet,
-// the version, the hash chain (base and resulting state digests) and expiry are checked. A
-// message that fails any step changes nothing.
+// the version and the hash chain (base and resulting state digests) are checked. A message that
+// fails any step changes nothing. A delta's own expiry is not checked: a device catching up
+// must pass through old deltas; the store keeps the newest delta's expiry and package verify
+// judges staleness (strict refuses, other levels warn). A validly signed message that
+// contradicts what the device holds (ErrConflict) is a fork or a stolen key, not a replay.
 //
 // Topics (see docs/protocol.md): roots and deltas are published with QoS 1 on [UpdatesTopic];
 // devices ask for what they missed on [CatchUpTopic] and get [Batch]es on their [ReplyTopic];
-// each device publishes its [Status], retained, on [StatusTopic].
+// each device publishes its [Status], retained, on [StatusTopic], and its [Presence] (also
+// its Last Will) on [PresenceTopic]. Status is unsigned and advisory: [FleetStatus] reports a
+// device whose topics hold a payload naming another device as invalid, and a broker ACL
+// (docs/protocol.md) keeps one device from writing another's topics.
 //
 // Lifecycle: a [Device] session reconnects on its own until Close; received messages must be
 // acknowledged (Message.Ack) once handled, so a crash before that gets them redelivered. An

@@ -229,6 +229,10 @@ type RootSpec struct {
 // keys and of the new one's), checks that a device holding the current root would accept it,
 // and appends it.
 func (is *Issuer) IssueRoot(spec RootSpec, keys ...crypto.Signer) ([]byte, error) {
+	// Expiry is stamped in whole seconds: less than one is expired on arrival.
+	if spec.Expires < time.Second {
+		return nil, fmt.Errorf("issue root: expires must be positive, at least 1s (got %v): a root that is already expired leaves devices unable to accept deltas", spec.Expires)
+	}
 	cur, err := is.h.CurrentRoot()
 	if err != nil {
 		return nil, err
@@ -300,12 +304,20 @@ type DeltaSpec struct {
 // IssueDelta builds the next delta on the fleet's current state, seals it with delta-role
 // keys, checks that the current root accepts it, appends it and advances the fleet's state.
 func (is *Issuer) IssueDelta(spec DeltaSpec, keys ...crypto.Signer) ([]byte, *Delta, error) {
+	if spec.Expires < time.Second {
+		return nil, nil, fmt.Errorf("issue delta: expires must be positive, at least 1s (got %v): a delta that is already expired is stale on arrival, and devices refuse gadgets under strict policy", spec.Expires)
+	}
 	cur, err := is.h.CurrentRoot()
 	if err != nil {
 		return nil, nil, err
 	}
 	if cur == nil {
 		return nil, nil, errors.New("issue delta: the history has no root yet (bpfleetctl root)")
+	}
+	if now := is.now(); cur.Expired(now) {
+		// Devices holding it refuse its deltas until a newer root comes.
+		return nil, nil, fmt.Errorf("issue delta: root %d expired at %s: issue the next root first (bpfleetctl root)",
+			cur.Version, time.Unix(cur.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	s := is.state
 	snap, err := s.Snapshot()

@@ -21,8 +21,22 @@ import (
 // were issued.
 func UpdatesTopic(fleet string) string { return "bpfleet/" + fleet + "/updates" }
 
-// StatusTopic is where a device publishes its Status, retained.
+// StatusTopic is where a device publishes its Status, retained. Only the device writes it, so
+// it keeps what the device last reported applying after the device goes away.
 func StatusTopic(fleet, device string) string { return "bpfleet/" + fleet + "/status/" + device }
+
+// PresenceTopic is where a device's Presence is kept, retained: the device publishes it online
+// on every connect and offline when it stops, and the broker publishes the device's Last Will
+// (offline) there when the session dies without a goodbye. The Will is fixed when the session
+// starts, so it is kept off StatusTopic, where it would replace the versions the device
+// reported since.
+func PresenceTopic(fleet, device string) string { return "bpfleet/" + fleet + "/presence/" + device }
+
+// Presence is what PresenceTopic holds, as JSON.
+type Presence struct {
+	Device string `json:"device"`
+	Online bool   `json:"online"`
+}
 
 // CatchUpTopic is where devices publish catch-up Requests. Servers subscribe to it as a shared
 // subscription ($share/GROUP/...) so that several can split the load.
@@ -31,7 +45,9 @@ func CatchUpTopic(fleet string) string { return "bpfleet/" + fleet + "/catchup" 
 // ReplyTopic is where a server sends a device its catch-up Batches.
 func ReplyTopic(fleet, device string) string { return "bpfleet/" + fleet + "/reply/" + device }
 
-// Status is what a device reports about its trust, as JSON on its StatusTopic.
+// Status is what a device reports about its trust, as JSON on its StatusTopic. It is not
+// signed: it is advisory, and only a broker ACL stops one client from writing another
+// device's status (docs/protocol.md).
 type Status struct {
 	Device          string    `json:"device"`
 	Online          bool      `json:"online"`
@@ -112,7 +128,7 @@ type Message struct {
 
 // Device is a device's MQTT session with its fleet: a persistent session (fixed client id, no
 // clean start) subscribed to the fleet's updates and to its own catch-up replies, with a Last
-// Will that marks the device offline. It reconnects on its own; while the broker is away the
+// Will on its PresenceTopic that marks the device offline. It reconnects on its own; while the broker is away the
 // device keeps working.
 type Device struct {
 	client    mqtt.Client
@@ -145,14 +161,14 @@ func Connect(b Broker, fleet, device string, log *slog.Logger) (*Device, error) 
 	}
 	d := &Device{log: log, fleet: fleet, id: device, inbox: make(chan Message, 256), connected: make(chan struct{}, 1),
 		status: Status{Device: device, Online: true}}
-	offline, _ := json.Marshal(Status{Device: device, Online: false})
+	offline, _ := json.Marshal(Presence{Device: device, Online: false})
 	o := b.options("bpfleet-"+fleet+"-"+device).
 		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetAutoAckDisabled(true).
-		SetBinaryWill(StatusTopic(fleet, device), offline, 1, true).
+		SetBinaryWill(PresenceTopic(fleet, device), offline, 1, true).
 		SetDefaultPublishHandler(d.receive).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
@@ -176,6 +192,8 @@ func (d *Device) onConnect(c mqtt.Client) {
 	if t.Wait(); t.Error() != nil {
 		d.log.Error("subscribe failed: no updates will arrive until the next connection", "err", t.Error())
 	}
+	online, _ := json.Marshal(Presence{Device: d.id, Online: true})
+	c.Publish(PresenceTopic(d.fleet, d.id), 1, true, online)
 	d.publishStatus()
 	select {
 	case d.connected <- struct{}{}:
@@ -223,12 +241,18 @@ func (d *Device) publishStatus() {
 	d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, b)
 }
 
-// Close marks the device offline and ends the session, keeping the broker-side subscription
-// so that deltas published meanwhile are queued for the next connect.
+// Close marks the device offline, in its status (which keeps the versions last reported) and
+// its presence, and ends the session, keeping the broker-side subscription so that deltas
+// published meanwhile are queued for the next connect.
 func (d *Device) Close() {
 	if d.client.IsConnectionOpen() {
-		offline, _ := json.Marshal(Status{Device: d.id, Online: false})
-		d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, offline).WaitTimeout(2 * time.Second)
+		d.mu.Lock()
+		d.status.Online = false
+		status, _ := json.Marshal(d.status)
+		d.mu.Unlock()
+		offline, _ := json.Marshal(Presence{Device: d.id, Online: false})
+		d.client.Publish(StatusTopic(d.fleet, d.id), 1, true, status).WaitTimeout(2 * time.Second)
+		d.client.Publish(PresenceTopic(d.fleet, d.id), 1, true, offline).WaitTimeout(2 * time.Second)
 	}
 	d.client.Disconnect(500)
 }
@@ -264,7 +288,9 @@ func Publish(ctx context.Context, b Broker, clientID, topic string, retained boo
 	return nil
 }
 
-// WaitStatus subscribes to a device's status and returns the first one for which done is true.
+// WaitStatus follows a device's status and presence and returns the first status, merged
+// with the presence (see FleetStatus), for which done is true. Payloads that are not the
+// device's own (invalid JSON, another device named) are ignored.
 func WaitStatus(ctx context.Context, b Broker, clientID, fleet, device string, done func(Status) bool) (Status, error) {
 	found := make(chan Status, 1)
 	c := mqtt.NewClient(b.options(clientID).SetCleanSession(true))
@@ -272,18 +298,25 @@ func WaitStatus(ctx context.Context, b Broker, clientID, fleet, device string, d
 		return Status{}, fmt.Errorf("wait for %s: connect: %w", device, err)
 	}
 	defer c.Disconnect(250)
-	topic := StatusTopic(fleet, device)
-	err := waitToken(ctx, c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
-		var s Status
-		if json.Unmarshal(m.Payload(), &s) == nil && done(s) {
+	board := newStatusBoard(fleet)
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		v := board.add(m.Topic(), m.Payload())
+		if v == nil || v.status == nil || v.problem() != "" {
+			return
+		}
+		if s := v.merged(); done(s) {
 			select {
 			case found <- s:
 			default:
 			}
 		}
-	}))
-	if err != nil {
-		return Status{}, fmt.Errorf("wait for %s: subscribe %s: %w", device, topic, err)
+	}
+	// Presence first: its retained message then arrives before the status's, so that a
+	// device whose session died is not seen online for a moment.
+	for _, topic := range []string{PresenceTopic(fleet, device), StatusTopic(fleet, device)} {
+		if err := waitToken(ctx, c.Subscribe(topic, 1, handler)); err != nil {
+			return Status{}, fmt.Errorf("wait for %s: subscribe %s: %w", device, topic, err)
+		}
 	}
 	select {
 	case s := <-found:

@@ -13,8 +13,10 @@ import (
 // Errors about roots and freshness.
 var (
 	ErrRootVersion = errors.New("root version is not the next one")
-	ErrWrongFleet  = errors.New("message is for another fleet")
-	ErrExpired     = errors.New("expired")
+	// ErrRootOld is a root the device already has, or an older one: a replay, harmless.
+	ErrRootOld    = errors.New("root is not newer than the device's (replay)")
+	ErrWrongFleet = errors.New("message is for another fleet")
+	ErrExpired    = errors.New("expired")
 )
 
 // Role names the keys allowed to sign one kind of message and how many of them must.
@@ -137,6 +139,14 @@ func (t *TrustedRoot) Next(raw []byte) (*TrustedRoot, error) {
 	if r.Fleet != t.Fleet {
 		return nil, fmt.Errorf("%w: root for %q, device is in %q", ErrWrongFleet, r.Fleet, t.Fleet)
 	}
+	if r.Version == t.Version {
+		return nil, t.same(env, r.Version)
+	}
+	if r.Version < t.Version {
+		// Its signers are roots the device has let go of: it cannot be verified, and it
+		// cannot take the device back either.
+		return nil, fmt.Errorf("%w: got root %d, have %d", ErrRootOld, r.Version, t.Version)
+	}
 	if r.Version != t.Version+1 {
 		return nil, fmt.Errorf("%w: got root %d, have %d", ErrRootVersion, r.Version, t.Version)
 	}
@@ -147,6 +157,24 @@ func (t *TrustedRoot) Next(raw []byte) (*TrustedRoot, error) {
 		return nil, err
 	}
 	return &TrustedRoot{Root: *r, Raw: raw, keys: keys}, nil
+}
+
+// same judges a root of t's own version: the same content is a replay (ErrRootOld); other
+// content signed by a threshold of t's root role is a conflict (ErrConflict), since those keys
+// signed two different roots of one version; anything else proves nothing (ErrRootVersion).
+func (t *TrustedRoot) same(env *envelope, version uint64) error {
+	mine, err := parseEnvelope(t.Raw)
+	if err != nil {
+		return fmt.Errorf("the device's own root: %w", err)
+	}
+	if bytes.Equal(env.msg.Payload, mine.msg.Payload) {
+		return fmt.Errorf("%w: root %d again", ErrRootOld, version)
+	}
+	if err := env.verify(t.Root.Root, t.keys, fmt.Sprintf("root %d", version)); err != nil {
+		return fmt.Errorf("%w: got another root %d, have root %d (%v)", ErrRootVersion, version, t.Version, err)
+	}
+	return fmt.Errorf("conflicting signed root %d: signed by this device's root keys but differs from the root %d it holds: %w",
+		version, t.Version, ErrConflict)
 }
 
 // Expired reports whether the root's expiry has passed at now. A zero now (the device does

@@ -12,7 +12,6 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 
-	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
@@ -241,11 +240,10 @@ func TestApplyChain(t *testing.T) {
 	raw1, d1 := f.issueDelta()
 	raw2, _ := f.issueDelta()
 	raw3, _ := f.issueDelta()
-	now := time.Now()
-	if _, err := Apply(st, open(raw2), now); !errors.Is(err, ErrGap) {
+	if _, err := Apply(st, open(raw2)); !errors.Is(err, ErrGap) {
 		t.Fatalf("delta 2 on an empty store: %v", err)
 	}
-	digest, err := Apply(st, open(raw1), now)
+	digest, err := Apply(st, open(raw1))
 	if err != nil || digest != d1.State {
 		t.Fatalf("delta 1: %s, %v; want %s", digest, err, d1.State)
 	}
@@ -256,8 +254,10 @@ func TestApplyChain(t *testing.T) {
 	// A delta for version 2 built on another state: signed, well-formed, wrong base.
 	mixed := *open(raw2)
 	mixed.Base = open(raw3).Base
-	expired := *open(raw2)
-	expired.Expires = now.Add(-time.Minute).Unix()
+	// Delta 1 again, yielding another state: signed by the delta role, yet not what the device
+	// applied at that version.
+	conflicting := *open(raw1)
+	conflicting.State = open(raw3).State
 	wrongState := *open(raw2)
 	wrongState.State = d1.State
 	for _, tt := range []struct {
@@ -268,12 +268,17 @@ func TestApplyChain(t *testing.T) {
 		{"replay", open(raw1), ErrStale},
 		{"gap", open(raw3), ErrGap},
 		{"mix-and-match", &mixed, ErrBase},
-		{"expired", &expired, ErrExpired},
+		{"conflict", &conflicting, ErrConflict},
 		{"divergence", &wrongState, ErrDiverged},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Apply(st, tt.d, now); !errors.Is(err, tt.want) {
+			_, err := Apply(st, tt.d)
+			if !errors.Is(err, tt.want) {
 				t.Fatalf("Apply: %v, want %v", err, tt.want)
+			}
+			// A replay is not a conflict, nor the other way round.
+			if tt.want == ErrStale && errors.Is(err, ErrConflict) || tt.want == ErrConflict && errors.Is(err, ErrStale) {
+				t.Fatalf("Apply: %v is both a replay and a conflict", err)
 			}
 			after, err := st.Dump()
 			if err != nil {
@@ -284,9 +289,112 @@ func TestApplyChain(t *testing.T) {
 			}
 		})
 	}
-	// An unknown clock does not judge expiry.
-	if _, err := Apply(st, &expired, trust.ClockKnown(time.Unix(0, 0))); !errors.Is(err, ErrDiverged) && err != nil {
-		t.Fatalf("expired delta with unknown clock: %v", err)
+	// A delta whose own expiry has passed is still the next link: it is applied, and the store
+	// takes its expiry, for verify's freshness rules to judge.
+	expired := *open(raw2)
+	expired.Expires = time.Now().Add(-time.Minute).Unix()
+	if !expired.Expired(time.Now()) || expired.Expired(time.Time{}) {
+		t.Fatal("Delta.Expired: want expired at now, never with an unknown clock")
+	}
+	if digest, err := Apply(st, &expired); err != nil || digest != expired.State {
+		t.Fatalf("expired delta 2: %s, %v; want %s", digest, err, expired.State)
+	}
+	snap, err := st.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Version() != 2 || snap.Expires() != expired.Expires {
+		t.Fatalf("store at version %d expiring %d, want 2 expiring %d", snap.Version(), snap.Expires(), expired.Expires)
+	}
+}
+
+// TestDeltaNamesStates: a signed delta that leaves out its base or resulting state digest is
+// malformed: the device could not tell it reached the fleet's state.
+func TestDeltaNamesStates(t *testing.T) {
+	f := newFleet(t, 1, 1)
+	_, d := f.issueDelta()
+	for _, mutate := range []func(*Delta){func(d *Delta) { d.State = "" }, func(d *Delta) { d.Base = "sha256:00" }} {
+		bad := *d
+		mutate(&bad)
+		raw, err := SealDelta(&bad, f.delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.device().Open(raw); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "state digests") {
+			t.Fatalf("delta without its digests: %v", err)
+		}
+	}
+}
+
+// TestIssueRefusesExpired: an expiry that is not positive is refused before anything is
+// written, and so is a delta under a root that has expired (devices would refuse it).
+func TestIssueRefusesExpired(t *testing.T) {
+	f := newFleet(t, 1, 1)
+	f.issueDelta()
+	v, state, err := f.h.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, exp := range []time.Duration{-time.Hour, 0, time.Nanosecond} {
+		if _, _, err := f.is.IssueDelta(DeltaSpec{Expires: exp}, f.delta); err == nil || !strings.Contains(err.Error(), "expires must be positive") {
+			t.Errorf("delta expiring in %v: %v", exp, err)
+		}
+		next := newKey(t)
+		if _, err := f.is.IssueRoot(RootSpec{RootKeys: pubs(next), RootThreshold: 1, DeltaKeys: pubs(f.delta), DeltaThreshold: 1,
+			Expires: exp}, append(signers(f.roots...), next)...); err == nil || !strings.Contains(err.Error(), "expires must be positive") {
+			t.Errorf("root expiring in %v: %v", exp, err)
+		}
+	}
+	if v2, state2, err := f.h.Latest(); err != nil || v2 != v || state2 != state {
+		t.Fatalf("history moved to %d %s (%v), want %d %s", v2, state2, err, v, state)
+	}
+	if cur, err := f.h.CurrentRoot(); err != nil || cur.Version != 1 {
+		t.Fatalf("current root after refusals: %v, %v", cur, err)
+	}
+	// The fleet's clock passes root 1's expiry.
+	f.is.now = func() time.Time { return time.Now().Add(25 * time.Hour) }
+	if _, _, err := f.is.IssueDelta(DeltaSpec{Expires: time.Hour}, f.delta); err == nil || !strings.Contains(err.Error(), "root 1 expired") {
+		t.Fatalf("delta under an expired root: %v", err)
+	}
+	if v2, _, _ := f.h.Latest(); v2 != v {
+		t.Fatalf("history moved to %d, want %d", v2, v)
+	}
+}
+
+// TestRootReplayAndConflict: a root the device already holds is a replay, and so is an older
+// one; another root of the same version signed by the device's root keys is a conflict.
+func TestRootReplayAndConflict(t *testing.T) {
+	f := newFleet(t, 1, 1)
+	dev := f.device()
+	if _, err := dev.Next(f.first); !errors.Is(err, ErrRootOld) || errors.Is(err, ErrConflict) {
+		t.Fatalf("root 1 again: %v", err)
+	}
+	// A forked history: the same root keys issue another root 1.
+	forked := Root{Fleet: "f1", Version: 1, Expires: time.Now().Add(time.Hour).Unix(), Keys: ders(t, f.roots[0], f.delta),
+		Root: Role{KeyIDs: ids(t, f.roots[0]), Threshold: 1}, Deltas: Role{KeyIDs: ids(t, f.roots[0]), Threshold: 1}}
+	raw, err := SealRoot(&forked, f.roots[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Next(raw); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "conflicting signed root 1") {
+		t.Fatalf("another root 1 signed by the root keys: %v", err)
+	}
+	// Another root 1 that the device's root keys did not sign proves nothing.
+	other := newKey(t)
+	forked.Keys, forked.Root.KeyIDs, forked.Deltas.KeyIDs = ders(t, other), ids(t, other), ids(t, other)
+	if raw, err = SealRoot(&forked, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Next(raw); !errors.Is(err, ErrRootVersion) || errors.Is(err, ErrConflict) {
+		t.Fatalf("another root 1 signed by strangers: %v", err)
+	}
+	// After a rotation, root 1 is old.
+	next, err := dev.Next(f.rotate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Next(f.first); !errors.Is(err, ErrRootOld) {
+		t.Fatalf("root 1 at root 2: %v", err)
 	}
 }
 

@@ -33,3 +33,37 @@ var (
 	// ErrStale: the trust state is past its expiry and the scope's level is strict.
 	ErrStale = errors.New("trust is stale")
 )
+
+// Reason names the kind of a verification error in one stable word, for scripts (`bpfleet
+// verify -o json`): "denied", "revoked", "stale", "tampered", "payload", "no_trusted_keys",
+// "untrusted", "unsigned", "no_platform", "no_program", "not_found", or "error" for anything
+// else (an unreadable store, say). When an error matches several sentinels, the first in that
+// order wins: what the fleet refused before what the image lacks. Reason(nil) is "".
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "error"
+}
+
+var reasons = []struct {
+	err  error
+	name string
+}{
+	{ErrDenied, "denied"},
+	{ErrRevoked, "revoked"},
+	{ErrStale, "stale"},
+	{ErrTampered, "tampered"},
+	{ErrPayload, "payload"},
+	{ErrNoTrustedKeys, "no_trusted_keys"},
+	{ErrUntrusted, "untrusted"},
+	{ErrUnsigned, "unsigned"},
+	{ErrNoPlatform, "no_platform"},
+	{ErrNoProgram, "no_program"},
+	{ErrNotFound, "not_found"},
+}

@@ -31,6 +31,8 @@ type memTrust struct {
 	overrides map[string]*trust.Override
 	expires   int64
 	root      []byte
+	// revokedKeys are delivered keys the fleet revoked, which a store still holds.
+	revokedKeys []trust.Key
 }
 
 func (m *memTrust) Version() uint64                               { return m.version }
@@ -42,6 +44,7 @@ func (m *memTrust) Policy() *trust.Policy                         { return m.pol
 func (m *memTrust) Override(digest string) *trust.Override        { return m.overrides[digest] }
 func (m *memTrust) Expires() int64                                { return m.expires }
 func (m *memTrust) TrustedRoot() []byte                           { return m.root }
+func (m *memTrust) RevokedKeys() []trust.Key                      { return m.revokedKeys }
 
 type signer struct {
 	priv *ecdsa.PrivateKey

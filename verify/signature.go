@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
@@ -24,19 +25,71 @@ func Signature(t trust.Reader, images *oci.Layout, ref string) (Decision, error)
 
 // KeysOnly is a trust.Reader that trusts exactly keys and holds no signatures, for ad-hoc
 // verification with keys given on the command line; signatures then come from the layout.
-func KeysOnly(keys []trust.Key) trust.Reader { return keyReader(keys) }
+func KeysOnly(keys []trust.Key) trust.Reader { return keyReader{keys: keys} }
 
-type keyReader []trust.Key
+// KeysUnder is KeysOnly on a device that has a trust store: it trusts exactly keys, yet what
+// the device's fleet refuses stays refused — digests on its deny-list or revoked, and keys and
+// identities it revoked (a given key the fleet revoked is reported as ErrRevoked). Nothing else
+// of device is used: not its keys, signatures, policy levels, allow-list, overrides or expiry.
+func KeysUnder(keys []trust.Key, device trust.Reader) trust.Reader {
+	return keyReader{keys: keys, device: device}
+}
+
+type keyReader struct {
+	keys   []trust.Key
+	device trust.Reader // nil: nothing is denied or revoked
+}
 
 func (k keyReader) Version() uint64                        { return 0 }
 func (k keyReader) StateDigest() string                    { return "" }
-func (k keyReader) Keys() []trust.Key                      { return k }
+func (k keyReader) Keys() []trust.Key                      { return k.keysRevoked(false) }
+func (k keyReader) RevokedKeys() []trust.Key               { return k.keysRevoked(true) }
 func (k keyReader) SignaturesFor(string) []trust.Signature { return nil }
-func (k keyReader) Revoked(trust.Revocation) bool          { return false }
-func (k keyReader) Policy() *trust.Policy                  { return nil }
 func (k keyReader) Override(string) *trust.Override        { return nil }
 func (k keyReader) Expires() int64                         { return 0 }
 func (k keyReader) TrustedRoot() []byte                    { return nil }
+
+func (k keyReader) Revoked(r trust.Revocation) bool { return k.device != nil && k.device.Revoked(r) }
+
+// Policy keeps only the device's deny-list: the given keys decide, strictly.
+func (k keyReader) Policy() *trust.Policy {
+	if k.device == nil || k.device.Policy() == nil || len(k.device.Policy().Deny) == 0 {
+		return nil
+	}
+	return &trust.Policy{Deny: slices.Clone(k.device.Policy().Deny)}
+}
+
+func (k keyReader) keysRevoked(revoked bool) []trust.Key {
+	var out []trust.Key
+	for _, key := range k.keys {
+		if k.Revoked(trust.Revocation{Kind: trust.RevokeKey, Value: key.ID()}) == revoked {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// RevokedKeys is implemented by trust readers that still hold the keys the fleet revoked (the
+// device's store snapshot, KeysUnder), so that a signature made with one is refused as revoked
+// rather than as untrusted or for want of trusted keys.
+type RevokedKeys interface {
+	RevokedKeys() []trust.Key
+}
+
+// revokedKeys returns the usable keys t holds but the fleet revoked.
+func revokedKeys(t trust.Reader) []trustedKey {
+	r, ok := t.(RevokedKeys)
+	if !ok {
+		return nil
+	}
+	var keys []trustedKey
+	for _, k := range r.RevokedKeys() {
+		if pub, err := k.PublicKey(); err == nil {
+			keys = append(keys, trustedKey{id: k.ID(), pub: pub})
+		}
+	}
+	return keys
+}
 
 type trustedKey struct {
 	id  string
@@ -84,9 +137,10 @@ func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci
 	if !oci.IsIndex(desc.MediaType) && !oci.IsManifest(desc.MediaType) {
 		return oci.Descriptor{}, Decision{}, fmt.Errorf("%s is a %q, not an image index or manifest", desc.Digest, desc.MediaType)
 	}
-	keys, err := trustedKeys(t)
-	if err != nil && kl == nil {
-		return oci.Descriptor{}, Decision{}, err
+	keys, noKeys := trustedKeys(t)
+	revoked := revokedKeys(t)
+	if noKeys != nil && kl == nil && len(revoked) == 0 {
+		return oci.Descriptor{}, Decision{}, noKeys
 	}
 	d := Decision{Ref: ref, Digest: desc.Digest, TrustVersion: t.Version(), TrustState: t.StateDigest()}
 
@@ -151,6 +205,22 @@ func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci
 		}
 	}
 
+	// Said before anything else: "untrusted" or "no trusted keys" would hide that the fleet
+	// withdrew the key that signed this.
+	var simple []simpleSignature
+	for _, s := range stored {
+		simple = append(simple, simpleSignature{s.Payload, s.Signature})
+	}
+	for _, s := range slices.Concat(inLayout, refs.simple) {
+		simple = append(simple, simpleSignature{s.Payload, s.Signature})
+	}
+	if id := revokedSigner(revoked, desc.Digest, simple, refs.bundles); id != "" {
+		return oci.Descriptor{}, Decision{}, fmt.Errorf("%w: %s is signed by key %s, which the fleet revoked", ErrRevoked, desc.Digest, id)
+	}
+	if noKeys != nil && kl == nil {
+		return oci.Descriptor{}, Decision{}, noKeys
+	}
+
 	inImage := len(inLayout) + len(refs.simple) + len(refs.bundles)
 	switch n := len(stored) + inImage; {
 	case payloadErr != nil:
@@ -179,4 +249,28 @@ func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci
 		err = fmt.Errorf("%w; some of the image's referrers could not be read: %w", err, refErr)
 	}
 	return oci.Descriptor{}, Decision{}, err
+}
+
+// simpleSignature is a cosign simple-signing payload and its signature, wherever it came from.
+type simpleSignature struct{ payload, sig []byte }
+
+// revokedSigner returns the id of a revoked key that made one of the signatures (simple-signing
+// or key-signed bundles) over exactly digest, or "" if none did.
+func revokedSigner(revoked []trustedKey, digest string, simple []simpleSignature, bundles []referrerBundle) string {
+	for _, k := range revoked {
+		for _, s := range simple {
+			if cosign.VerifySignature(k.pub, s.payload, s.sig) != nil {
+				continue
+			}
+			if _, err := cosign.ParsePayload(s.payload, digest); err == nil {
+				return k.id
+			}
+		}
+	}
+	for _, b := range bundles {
+		if id, err := verifyKeyedBundle(b.data, digest, revoked); err == nil {
+			return id
+		}
+	}
+	return ""
 }

@@ -16,8 +16,10 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/mosquitto"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
@@ -394,15 +396,23 @@ func TestPolicyRevocationAndBreakGlass(t *testing.T) {
 		t.Fatalf("unsigned under audit: %+v, %v", d, err)
 	}
 
-	// Revoking the gadget key: the signed gadget stops verifying, offline, at once.
+	// Revoking the gadget key: the signed gadget stops verifying, offline, at once, refused as
+	// revoked (naming the key), also with the key given on the command line; -o json prints
+	// the refusal on stdout.
 	delta("--revoke-key", e.path("keys/gadget.pub"))
-	if _, err := verifyJSON("trace_exec"); err == nil || !strings.Contains(err.Error(), "no trusted keys") {
-		t.Fatalf("after revoking its key: %v", err)
+	gadgetKeyID := keyID(t, e.path("keys/gadget.pub"))
+	for _, args := range [][]string{{"trace_exec"}, {"trace_exec", "--key", e.path("keys/gadget.pub")}} {
+		r := e.verifyRefused(args...)
+		if r.Reason != "revoked" || !strings.Contains(r.Error, "signed by key "+gadgetKeyID+", which the fleet revoked") {
+			t.Fatalf("verify %v after revoking its key: %+v", args, r)
+		}
 	}
-	// Revoking a digest beats the audit level.
+	// Revoking a digest beats the audit level, and a key given with --key.
 	delta("--revoke-digest", unsigned)
-	if _, err := verifyJSON("trace_exec:unsigned"); err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("after revoking its digest: %v", err)
+	for _, args := range [][]string{{"trace_exec:unsigned"}, {"trace_exec:unsigned", "--key", e.path("keys/gadget.pub")}} {
+		if r := e.verifyRefused(args...); r.Reason != "revoked" || !strings.Contains(r.Error, "the fleet revoked "+unsigned) {
+			t.Fatalf("verify %v after revoking its digest: %+v", args, r)
+		}
 	}
 
 	// Break-glass for the signed gadget on this device only.
@@ -437,6 +447,71 @@ func TestPolicyRevocationAndBreakGlass(t *testing.T) {
 	}
 }
 
+// refused is what `bpfleet verify -o json` prints when it refuses.
+type refused struct {
+	Ref      string `json:"ref"`
+	Verified *bool  `json:"verified"`
+	Error    string `json:"error"`
+	Reason   string `json:"reason"`
+}
+
+// verifyRefused runs `bpfleet verify ARGS -o json`, which must fail and print a refusal object
+// on stdout, and returns it.
+func (e *e2e) verifyRefused(args ...string) refused {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, append([]string{"--data-dir", e.dataDir, "verify", "-o", "json"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var r refused
+	if jerr := json.Unmarshal(stdout.Bytes(), &r); err == nil || jerr != nil || r.Verified == nil || *r.Verified ||
+		r.Ref != args[0] || r.Error == "" || !strings.Contains(stderr.String(), r.Error) {
+		e.t.Fatalf("verify %v: exit %v, want a refusal; stdout (%v):\n%s\nstderr:\n%s", args, err, jerr, stdout.String(), stderr.String())
+	}
+	return r
+}
+
+// configBlob returns the digest of the config blob (gadget.yaml) of ref's single manifest.
+func configBlob(t *testing.T, l *oci.Layout, ref string) string {
+	t.Helper()
+	desc, err := l.Resolve(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := l.ReadIndex(desc)
+	if err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("%s: %d manifests, %v", ref, len(idx.Manifests), err)
+	}
+	m, err := l.ReadManifest(idx.Manifests[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Config.Digest
+}
+
+// flipByte changes one byte in the middle of a file.
+func flipByte(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keyID is the trust key id of a cosign public key file.
+func keyID(t *testing.T, path string) string {
+	t.Helper()
+	der, err := cosign.LoadPublicKeyDER(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trust.KeyID(der)
+}
+
 // TestImageLifecycle: import, inspect, tag, export (with signatures) to a tar that another
 // device imports and verifies, and remove.
 func TestImageLifecycle(t *testing.T) {
@@ -468,6 +543,17 @@ func TestImageLifecycle(t *testing.T) {
 	out := e.run(e.bin, "--data-dir", other, "verify", "acme/exec:v1", "--key", e.path("keys/gadget.pub"), "-o", "json")
 	if !strings.Contains(out, info.Digest) {
 		t.Fatalf("verify of the exported image on another device:\n%s", out)
+	}
+	// A changed gadget.yaml (the config blob) on that device is refused like a changed layer.
+	otherImages, err := oci.Open(filepath.Join(other, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := configBlob(t, otherImages, "acme/exec:v1")
+	flipByte(t, filepath.Join(other, "images", "blobs", "sha256", strings.TrimPrefix(config, "sha256:")))
+	tampered := &e2e{t: t, bin: e.bin, dataDir: other}
+	if r := tampered.verifyRefused("acme/exec:v1", "--key", e.path("keys/gadget.pub")); r.Reason != "tampered" || !strings.Contains(r.Error, config) {
+		t.Fatalf("verify with a changed config blob: %+v", r)
 	}
 
 	e.device("image", "remove", "trace_exec:latest")

@@ -274,11 +274,11 @@ func runIGTraceOpen(t *testing.T, e *e2e) (ev map[string]any, progIDs []ebpf.Pro
 			t.Errorf("run stderr lacks %q:\n%s", w, stderr)
 		}
 	}
-	// The last line counts every event read, those the filter dropped and those lost.
-	var read, filtered, lost int
+	// The last line counts the events printed, those the filter dropped and those lost.
+	var printed, filtered, lost int
 	lastLine := stderr[strings.LastIndex(strings.TrimSuffix(stderr, "\n"), "\n")+1:]
-	if _, err := fmt.Sscanf(lastLine, "%d event(s), %d filtered out, %d lost", &read, &filtered, &lost); err != nil ||
-		read-filtered != maxEvents || lost != 0 {
+	if _, err := fmt.Sscanf(lastLine, "%d event(s) printed, %d filtered out, %d lost", &printed, &filtered, &lost); err != nil ||
+		printed != maxEvents || lost != 0 {
 		t.Errorf("run's summary %q: want %d events passing the filter, none lost (%v)", lastLine, maxEvents, err)
 	}
 	if len(events) != maxEvents {

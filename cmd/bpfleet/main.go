@@ -216,11 +216,21 @@ func verifyCmd(dataDir *string) *cobra.Command {
 		Use:   "verify REF",
 		Short: "Verify a gadget offline and explain the decision",
 		Long: "Verify a gadget against the device's trust store, with no network. With --key, verify\n" +
-			"against exactly the given public keys instead (like `cosign verify --key`).",
+			"against exactly the given public keys instead (like `cosign verify --key`); what the\n" +
+			"device's fleet denied or revoked (digests, keys) stays refused.\n\n" +
+			"With -o json a refusal is a JSON object too, {\"ref\", \"verified\": false, \"error\",\n" +
+			"\"reason\"}, and the exit status is non-zero; see docs/verification.md for the reasons.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			g, err := agent.Verify(*dataDir, args[0], keys)
 			if err != nil {
+				if out == "json" {
+					// Scripts get something to parse; the error still goes to stderr and the
+					// exit status.
+					if perr := printJSON(refusal{Ref: args[0], Error: err.Error(), Reason: verify.Reason(err)}); perr != nil {
+						return fmt.Errorf("%w (printing it: %w)", err, perr)
+					}
+				}
 				return err
 			}
 			d := g.Decision()
@@ -229,7 +239,7 @@ func verifyCmd(dataDir *string) *cobra.Command {
 			}
 			basis := fmt.Sprintf("version %d %s", d.TrustVersion, d.TrustState)
 			if len(keys) > 0 {
-				basis = "ad-hoc: the keys given with --key, not the trust store"
+				basis = "ad-hoc: the keys given with --key, not the trust store's (its deny-list and revocations still apply)"
 			}
 			verdict := "verified"
 			if !d.Verified {
@@ -248,6 +258,15 @@ func verifyCmd(dataDir *string) *cobra.Command {
 	return c
 }
 
+// refusal is what `verify -o json` prints when it refuses.
+type refusal struct {
+	Ref      string `json:"ref"`
+	Verified bool   `json:"verified"` // always false
+	Error    string `json:"error"`
+	// Reason is verify.Reason's one stable word for the kind of error.
+	Reason string `json:"reason"`
+}
+
 func runCmd(dataDir *string) *cobra.Command {
 	var out outputFormat
 	var timeout, interval time.Duration
@@ -264,8 +283,11 @@ func runCmd(dataDir *string) *cobra.Command {
 			"loaded; --fields a,b prints only those fields, in that order; --filter field=value keeps\n" +
 			"only the events whose field prints exactly as value (repeat to require several).\n\n" +
 			"A map iterator gadget (top_file) prints its rows every --interval, each round sorted by\n" +
-			"its first counter, descending, and starts counting afresh; --max-events counts rows. A\n" +
-			"snapshotter (snapshot_process) prints one snapshot and exits.",
+			"its first counter, descending, and starts counting afresh; --max-events counts rows, and\n" +
+			"with -o json each row's first member \"round\" is the round's time (UTC, RFC 3339 with\n" +
+			"nanoseconds). A snapshotter (snapshot_process) prints one snapshot and exits.\n\n" +
+			"Signal and errno parameters take names (SIGTERM or TERM, ENOENT) or numbers; a\n" +
+			"<map>_max_entries parameter sizes that map and must be positive.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if timeout < 0 || maxEvents < 0 {
@@ -326,22 +348,37 @@ func runCmd(dataDir *string) *cobra.Command {
 				if out == "json" {
 					return printJSON(ps)
 				}
+				if len(ps) == 0 {
+					fmt.Printf("gadget %s has no parameters\n", g.Ref())
+					return nil
+				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PARAM\tTYPE\tDEFAULT")
+				fmt.Fprintln(tw, "PARAM\tTYPE\tDEFAULT\tSIZES MAP")
 				for _, p := range ps {
 					typ := p.Type
-					if p.MaxLen > 0 {
+					switch {
+					case p.MaxLen > 0:
 						typ = fmt.Sprintf("%s (max %d bytes)", p.Type, p.MaxLen)
+					case p.Type == "signal":
+						typ = "signal (name or number)"
+					case p.Type == "errno":
+						typ = "errno (name or number)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%q\n", p.Name, typ, p.Default)
+					sizes := "-"
+					if p.SizesMap != "" {
+						sizes = p.SizesMap + " (max_entries, > 0)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%q\t%s\n", p.Name, typ, p.Default, sizes)
 				}
 				return tw.Flush()
 			}
 			ctx, stop := signalContext()
 			defer stop()
 			stats, err := runner.Run(ctx, g, opts)
+			// No stats: the gadget never ran (a parameter, field or filter was refused, or
+			// the kernel refused to load it), and the error alone says why.
 			if stats != nil {
-				fmt.Fprintf(os.Stderr, "%d event(s), %d filtered out, %d lost\n", stats.Events, stats.Filtered, stats.Lost)
+				fmt.Fprintln(os.Stderr, runSummary(stats))
 			}
 			return err
 		},
@@ -351,10 +388,22 @@ func runCmd(dataDir *string) *cobra.Command {
 	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events (that pass --filter)")
 	c.Flags().DurationVar(&interval, "interval", runner.DefaultInterval, "how often a map iterator gadget (top_file) prints and clears its rows")
 	c.Flags().StringArrayVar(&params, "param", nil, "set a gadget parameter, name=value (repeatable)")
-	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types and defaults, and exit")
+	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types, defaults and the maps they size, and exit")
 	c.Flags().StringSliceVar(&fields, "fields", nil, "print only these fields, in this order (comma-separated)")
 	c.Flags().StringArrayVar(&filters, "filter", nil, "keep only events whose field prints as value, field=value (repeatable)")
 	return c
+}
+
+// runSummary says what a run printed, in the gadget's own unit: events, rows in rounds, or
+// records.
+func runSummary(s *runner.Stats) string {
+	switch s.Kind {
+	case runner.KindMapIterator:
+		return fmt.Sprintf("%d row(s) printed in %d round(s), %d filtered out", s.Printed(), s.Rounds, s.Filtered)
+	case runner.KindSnapshotter:
+		return fmt.Sprintf("%d record(s) printed, %d filtered out", s.Printed(), s.Filtered)
+	}
+	return fmt.Sprintf("%d event(s) printed, %d filtered out, %d lost", s.Printed(), s.Filtered, s.Lost)
 }
 
 func trustCmd(dataDir *string) *cobra.Command {

@@ -504,7 +504,12 @@ func statusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show which devices are current, behind, diverged or offline",
-		Args:  cobra.NoArgs,
+		Long: "Read every device's retained status and presence and classify it against the history's newest\n" +
+			"root and delta: current, behind (an older root or version), diverged (another digest, or a\n" +
+			"root or version the history lacks), offline (with what it last applied), or invalid (its\n" +
+			"topic holds a payload it cannot have published, e.g. naming another device). Status is\n" +
+			"unsigned and advisory: restrict who writes it with a broker ACL (docs/protocol.md).",
+		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			h, root, err := fleetHistory(stateDir)
 			if err != nil {
@@ -520,26 +525,36 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			reports, err := sync.FleetStatus(ctx, b, clientID(), root.Fleet, version, digest, wait)
+			head := sync.FleetHead{Root: root.Version, Version: version, StateDigest: digest}
+			reports, err := sync.FleetStatus(ctx, b, clientID(), root.Fleet, head, wait)
 			if err != nil {
 				return err
 			}
 			if out == "json" {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"fleet": root.Fleet, "version": version, "state_digest": digest, "devices": reports})
+				return enc.Encode(map[string]any{"fleet": root.Fleet, "root_version": root.Version, "version": version,
+					"state_digest": digest, "devices": reports})
 			}
-			fmt.Printf("fleet %s: version %d, state %s\n", root.Fleet, version, digest)
+			fmt.Printf("fleet %s: root %d, version %d, state %s\n", root.Fleet, root.Version, version, digest)
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DEVICE\tSTATE\tVERSION\tLAST SYNC\tLAST REJECTION")
+			fmt.Fprintln(w, "DEVICE\tSTATE\tVERSION\tROOT\tLAST SYNC\tLAST REJECTION")
 			for _, r := range reports {
 				last := "-"
 				if !r.LastSync.IsZero() {
 					last = r.LastSync.Format(time.RFC3339)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", r.Device, r.State, r.Version, last, r.LastRejection)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", r.Device, r.State, r.Version, r.Root, last, r.LastRejection)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, r := range reports {
+				if r.Problem != "" {
+					fmt.Fprintf(os.Stderr, "warning: %s: %s\n", r.Device, r.Problem)
+				}
+			}
+			return nil
 		},
 	}
 	f := c.Flags()

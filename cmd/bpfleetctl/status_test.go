@@ -28,7 +28,8 @@ import (
 // TestStatus drives the built `bpfleetctl status` against a broker holding the retained
 // statuses of a fleet at version 3: a device that is current, one that is online but behind,
 // one whose agent was SIGKILLed (its Last Will says offline), one stopped cleanly (offline),
-// and two made-up reports that disagree with the history (diverged).
+// both still showing what they last applied, two made-up reports that disagree with the
+// history (diverged), and one whose topic holds a status naming another device (invalid).
 func TestStatus(t *testing.T) {
 	build := os.Getenv("BPFLEET_BUILD")
 	if build == "" {
@@ -139,6 +140,8 @@ func TestStatus(t *testing.T) {
 		raw, _ := json.Marshal(s)
 		publish(sync.StatusTopic("f1", s.Device), true, raw)
 	}
+	forged, _ := json.Marshal(sync.Status{Device: "devPhantom", Online: true, Root: 1, Version: 3, StateDigest: states[2]})
+	publish(sync.StatusTopic("f1", "devG"), true, forged)
 
 	out, err := exec.Command(ctl, "status", "--state-dir", stateDir, "--broker", broker.URL(), "--wait", "1s", "-o", "json").Output()
 	if err != nil {
@@ -146,6 +149,7 @@ func TestStatus(t *testing.T) {
 	}
 	var report struct {
 		Fleet       string              `json:"fleet"`
+		Root        uint64              `json:"root_version"`
 		Version     uint64              `json:"version"`
 		StateDigest string              `json:"state_digest"`
 		Devices     []sync.DeviceReport `json:"devices"`
@@ -153,8 +157,8 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal(out, &report); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if report.Fleet != "f1" || report.Version != 3 || report.StateDigest != states[2] {
-		t.Fatalf("fleet %q version %d state %s, want f1 3 %s", report.Fleet, report.Version, report.StateDigest, states[2])
+	if report.Fleet != "f1" || report.Root != 1 || report.Version != 3 || report.StateDigest != states[2] {
+		t.Fatalf("fleet %q root %d version %d state %s, want f1 1 3 %s", report.Fleet, report.Root, report.Version, report.StateDigest, states[2])
 	}
 	want := []struct {
 		device  string
@@ -164,10 +168,11 @@ func TestStatus(t *testing.T) {
 	}{
 		{"devA", sync.StateCurrent, 3, states[2]},
 		{"devB", sync.StateBehind, 2, states[1]},
-		{"devC", sync.StateOffline, 0, ""},
-		{"devD", sync.StateOffline, 0, ""},
+		{"devC", sync.StateOffline, 2, states[1]},
+		{"devD", sync.StateOffline, 2, states[1]},
 		{"devE", sync.StateDiverged, 3, "sha256:" + strings.Repeat("0", 64)},
 		{"devF", sync.StateDiverged, 4, states[2]},
+		{"devG", sync.StateInvalid, 0, ""},
 	}
 	if len(report.Devices) != len(want) {
 		t.Fatalf("%d devices reported, want %d:\n%s", len(report.Devices), len(want), out)
@@ -180,10 +185,23 @@ func TestStatus(t *testing.T) {
 		}
 	}
 
-	// The table says the same.
-	out, err = exec.Command(ctl, "status", "--state-dir", stateDir, "--broker", broker.URL(), "--wait", "1s").Output()
+	if p := report.Devices[6].Problem; !strings.Contains(p, `naming device "devPhantom"`) {
+		t.Errorf("devG's problem is %q, want one naming devPhantom", p)
+	}
+
+	// The table says the same, and warns about devG.
+	var stderr bytes.Buffer
+	cmd := exec.Command(ctl, "status", "--state-dir", stateDir, "--broker", broker.URL(), "--wait", "1s")
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
 	if err != nil {
-		t.Fatalf("bpfleetctl status: %v\n%s", err, out)
+		t.Fatalf("bpfleetctl status: %v\n%s%s", err, out, stderr.String())
+	}
+	if !strings.HasPrefix(string(out), "fleet f1: root 1, version 3, state "+states[2]+"\n") {
+		t.Errorf("first line of the table is not the fleet's root, version and state:\n%s", out)
+	}
+	if !strings.Contains(stderr.String(), `warning: devG: bpfleet/f1/status/devG holds a payload naming device "devPhantom"`) {
+		t.Errorf("no warning about devG's forged status on stderr:\n%s", stderr.String())
 	}
 	for _, w := range want {
 		if !regexpLine(string(out), fmt.Sprintf("%s  +%s  +%d ", w.device, w.state, w.version)) {

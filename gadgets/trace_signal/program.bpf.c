@@ -23,7 +23,7 @@ struct event {
 };
 
 /* Only report this signal (0 for all). */
-const volatile __u32 target_signal = 0;
+const volatile gadget_signal target_signal = 0;
 GADGET_PARAM(target_signal);
 
 GADGET_TRACER_MAP(events, 256 * 1024);

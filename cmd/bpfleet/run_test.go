@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bpfleet/bpfleet/agent"
+)
+
+// runDevice sets up a device whose trust store was provisioned offline (no broker) with a
+// delta trusting the gadget key that signed top_file and trace_exec, both imported.
+func runDevice(t *testing.T) *e2e {
+	e := newE2E(t)
+	build := filepath.Dir(filepath.Dir(e.bin))
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/fleet"))
+	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/gadget"))
+	for _, g := range []string{"top_file", "trace_exec"} {
+		e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", g+":latest",
+			"--elf", filepath.Join(build, "gadgets", g+".bpf.o"), "--metadata", filepath.Join("..", "..", "gadgets", g, "gadget.yaml"))
+		e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), g+":latest")
+	}
+	e.run(e.ctl, "root", "--state-dir", e.path("fleet"), "--fleet", "fleet-r", "--root-key", e.path("keys/fleet.pub"),
+		"--delta-key", e.path("keys/fleet.pub"), "--sign", e.path("keys/fleet.key"))
+	e.run(e.ctl, "delta", "--state-dir", e.path("fleet"), "--sign", e.path("keys/fleet.key"),
+		"--trust-key", e.path("keys/gadget.pub"), "--signatures-from", e.path("layout"), "-o", e.path("delta-1.cbor"))
+	// agent.New applies provisioned deltas offline, before any broker is contacted.
+	cfg := agent.Config{DeviceID: "run", Fleet: "fleet-r", Broker: "tcp://127.0.0.1:1",
+		Root: e.path("fleet/root.cbor"), Provision: []string{e.path("delta-1.cbor")}}
+	if _, err := agent.New(cfg, e.dataDir, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	e.device("image", "import", e.path("layout"))
+	return e
+}
+
+// runSplit runs bpfleet on the device with stdout and stderr apart, while busy writes new
+// files (so that top_file has rows), and returns both and the error.
+func runSplit(e *e2e, busy bool, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.bin, append([]string{"--data-dir", e.dataDir}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; busy; n++ {
+			os.WriteFile(e.path(fmt.Sprintf("busy-%d", n%50)), []byte("x"), 0o644)
+			select {
+			case <-quit:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	err = cmd.Run()
+	close(quit)
+	<-done
+	return out.String(), errOut.String(), err
+}
+
+// lastLine is the last line of s.
+func lastLine(s string) string {
+	s = strings.TrimSuffix(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// TestRunCommand checks what `bpfleet run` says about a run: the summary in the gadget's
+// own unit (rows printed and rounds for a map iterator, not the entries it read), no
+// summary when the gadget never ran, the rounds of JSON rows, and --list-params.
+func TestRunCommand(t *testing.T) {
+	e := runDevice(t)
+
+	t.Run("map iterator summary", func(t *testing.T) {
+		stdout, stderr, err := runSplit(e, true, "run", "top_file", "--max-events", "3", "--interval", "300ms", "--timeout", "20s")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		m := regexp.MustCompile(`^3 row\(s\) printed in (\d+) round\(s\), 0 filtered out$`).FindStringSubmatch(lastLine(stderr))
+		if m == nil || m[1] == "0" {
+			t.Errorf("summary %q, want 3 rows printed in at least one round\n%s", lastLine(stderr), stderr)
+		}
+		rows := 0
+		for line := range strings.Lines(stdout) {
+			if !strings.HasPrefix(line, "--- ") && !strings.HasPrefix(line, "PID ") {
+				rows++
+			}
+		}
+		if rows != 3 {
+			t.Errorf("%d rows printed, want 3:\n%s", rows, stdout)
+		}
+	})
+
+	t.Run("json rounds", func(t *testing.T) {
+		stdout, stderr, err := runSplit(e, true, "run", "top_file", "-o", "json", "--max-events", "4", "--interval", "200ms", "--timeout", "20s")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+		if len(lines) != 4 {
+			t.Fatalf("%d lines, want 4 rows:\n%s", len(lines), stdout)
+		}
+		for _, l := range lines {
+			var row struct{ Round string }
+			if err := json.Unmarshal([]byte(l), &row); err != nil || !strings.HasPrefix(l, `{"round":"`) {
+				t.Fatalf("row %q (%v): want a JSON object whose first member is round", l, err)
+			}
+			if _, err := time.Parse(time.RFC3339Nano, row.Round); err != nil || !strings.HasSuffix(row.Round, "Z") {
+				t.Errorf("round %q: want a UTC RFC 3339 time (%v)", row.Round, err)
+			}
+		}
+	})
+
+	t.Run("tracer summary", func(t *testing.T) {
+		_, stderr, err := runSplit(e, false, "run", "trace_exec", "--timeout", "500ms")
+		if err != nil || !regexp.MustCompile(`^\d+ event\(s\) printed, 0 filtered out, 0 lost$`).MatchString(lastLine(stderr)) {
+			t.Errorf("run: %v, summary %q", err, lastLine(stderr))
+		}
+	})
+
+	// Refused before the gadget starts: the error alone, no summary.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--param", "stats_max_entries=0"}, "param stats_max_entries: 0 would leave map stats without room; use a positive value"},
+		{[]string{"--param", "no_such=1"}, "param no_such: the gadget has no such parameter"},
+		{[]string{"--fields", "no_such"}, "no_such"},
+		{[]string{"--filter", "no_such=1"}, "no_such"},
+	} {
+		_, stderr, err := runSplit(e, false, append([]string{"run", "top_file", "--timeout", "5s"}, tc.args...)...)
+		if err == nil || !strings.Contains(lastLine(stderr), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q:\n%s", tc.args, err, tc.want, stderr)
+		}
+		if strings.Contains(stderr, "printed") || strings.Contains(stderr, "filtered out") {
+			t.Errorf("%v: a summary for a gadget that never ran:\n%s", tc.args, stderr)
+		}
+	}
+
+	t.Run("list params", func(t *testing.T) {
+		stdout, stderr, err := runSplit(e, false, "run", "top_file", "--list-params", "-o", "json")
+		var ps []map[string]any
+		if err != nil || json.Unmarshal([]byte(stdout), &ps) != nil {
+			t.Fatalf("%v: %s\n%s", err, stdout, stderr)
+		}
+		var sizing []string
+		for _, p := range ps {
+			for k := range p {
+				if k != "name" && k != "type" && k != "default" && k != "sizes_map" && k != "max_len" {
+					t.Errorf("param %v: key %q, want snake_case keys name, type, default, sizes_map, max_len", p, k)
+				}
+			}
+			if p["sizes_map"] != nil {
+				sizing = append(sizing, fmt.Sprint(p["name"], "->", p["sizes_map"]))
+			}
+		}
+		if strings.Join(sizing, ",") != "stats_max_entries->stats" {
+			t.Errorf("params sizing maps %v, want stats_max_entries->stats", sizing)
+		}
+
+		stdout, _, err = runSplit(e, false, "run", "top_file", "--list-params")
+		if err != nil || !regexp.MustCompile(`(?m)^stats_max_entries +uint32 +"10240" +stats \(max_entries, > 0\)$`).MatchString(stdout) {
+			t.Errorf("%v:\n%s", err, stdout)
+		}
+
+		stdout, _, err = runSplit(e, false, "run", "trace_exec", "--list-params")
+		if err != nil || !strings.HasPrefix(stdout, "gadget trace_exec") || !strings.HasSuffix(stdout, " has no parameters\n") {
+			t.Errorf("%v: %q, want gadget trace_exec... has no parameters", err, stdout)
+		}
+		stdout, _, err = runSplit(e, false, "run", "trace_exec", "--list-params", "-o", "json")
+		if err != nil || strings.TrimSpace(stdout) != "[]" {
+			t.Errorf("%v: %q, want []", err, stdout)
+		}
+	})
+}
