@@ -44,7 +44,7 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Integration tests use the binaries and gadgets built above, a real Mosquitto and the real
-# kernel; they need root. Every fuzz target then runs for BPFLEET_FUZZTIME (default 10s).
+# kernel; they need root. Every fuzz target then runs BPFLEET_FUZZTIME inputs (default 100000x; scripts/fuzz.sh).
 test: build vet
 	scripts/interop-tools.sh >/dev/null
 	ig=$$(GO=$(GO) scripts/ig-image.sh) && BPFLEET_IG_TRACE_OPEN=$$ig BPFLEET_INTEROP=1 BPFLEET_BUILD=$(BUILD) $(GO) test $(GO_TEST_FLAGS) ./...
