@@ -5,9 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -19,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bpfleet/bpfleet/internal/mosquitto"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 	"github.com/bpfleet/bpfleet/sync"
@@ -42,15 +40,6 @@ func (l *logBuffer) count(s string) int {
 	return strings.Count(l.buf.String(), s)
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 type fixture struct {
 	t       *testing.T
 	broker  *mosquitto.Broker
@@ -66,7 +55,7 @@ type fixture struct {
 // newFixture starts a broker and a fleet history with root 1, and writes a device config
 // provisioned with that root.
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, broker: mosquitto.Start(t), dataDir: t.TempDir(), rootKey: newKey(t), update: newKey(t), log: &logBuffer{}}
+	f := &fixture{t: t, broker: mosquitto.Start(t), dataDir: t.TempDir(), rootKey: testkey.New(t).Private, update: testkey.New(t).Private, log: &logBuffer{}}
 	stateDir := t.TempDir()
 	var err error
 	if f.history, err = sync.OpenHistory(stateDir); err != nil {
@@ -92,7 +81,7 @@ func newFixture(t *testing.T) *fixture {
 // delta issues the next delta of the fleet, trusting one new gadget key.
 func (f *fixture) delta() ([]byte, *sync.Delta) {
 	f.t.Helper()
-	raw, d, err := f.issuer.IssueDelta(sync.DeltaSpec{Keys: []trust.Key{{DER: gadgetKeyDER(f.t)}}, Expires: time.Hour}, f.update)
+	raw, d, err := f.issuer.IssueDelta(sync.DeltaSpec{Keys: []trust.Key{testkey.New(f.t).Public}, Expires: time.Hour}, f.update)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -173,14 +162,6 @@ func (f *fixture) waitLog(s string, n int) {
 	}
 }
 
-func gadgetKeyDER(t *testing.T) []byte {
-	der, err := x509.MarshalPKIXPublicKey(newKey(t).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
 func TestAgentAppliesAndRejects(t *testing.T) {
 	f := newFixture(t)
 	stop := f.start()
@@ -210,7 +191,7 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 		msg          []byte
 	}{
 		{"forged signature", "signature does not verify", forged},
-		{"unknown key", "not enough valid signatures", f.seal(next(func(*sync.Delta) {}), newKey(t))},
+		{"unknown key", "not enough valid signatures", f.seal(next(func(*sync.Delta) {}), testkey.New(t).Private)},
 		{"root key signing a delta", "not enough valid signatures", f.seal(next(func(*sync.Delta) {}), f.rootKey)},
 		{"not CBOR", "malformed message", []byte("{\"version\": 99}")},
 		{"garbage flood", "malformed message", bytes.Repeat([]byte{0xd8, 0x62, 0x84}, 1000)},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/sync"
 	"github.com/bpfleet/bpfleet/verify"
@@ -57,7 +58,7 @@ func TestSyncExpiredDeltas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gadgetKey := newKey(t)
+	gadgetKey := testkey.New(t).Private
 	der, err := x509.MarshalPKIXPublicKey(gadgetKey.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +137,7 @@ func TestSyncExpiredDeltas(t *testing.T) {
 func TestSyncThroughExpiredOldRoot(t *testing.T) {
 	tf := newTestFleet(t)
 	tf.mustIssue(2, 0)
-	nextRoot, nextDelta := newKey(t), newKey(t)
+	nextRoot, nextDelta := testkey.New(t).Private, testkey.New(t).Private
 	if _, err := tf.issuer.IssueRoot(sync.RootSpec{RootKeys: []crypto.PublicKey{nextRoot.Public()}, RootThreshold: 1,
 		DeltaKeys: []crypto.PublicKey{nextDelta.Public()}, DeltaThreshold: 1, Expires: 3 * time.Hour}, tf.rootKey, nextRoot); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/bpfleet/bpfleet/internal/mosquitto"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 	"github.com/bpfleet/bpfleet/sync"
@@ -188,7 +189,7 @@ func (tf *testFleet) rotate() []byte {
 	tf.t.Helper()
 	tf.mu.Lock()
 	defer tf.mu.Unlock()
-	nextRoot, nextDelta := newKey(tf.t), newKey(tf.t)
+	nextRoot, nextDelta := testkey.New(tf.t).Private, testkey.New(tf.t).Private
 	raw, err := tf.issuer.IssueRoot(sync.RootSpec{RootKeys: []crypto.PublicKey{nextRoot.Public()}, RootThreshold: 1,
 		DeltaKeys: []crypto.PublicKey{nextDelta.Public()}, DeltaThreshold: 1, Expires: time.Hour}, tf.rootKey, nextRoot)
 	if err != nil {
@@ -637,7 +638,7 @@ func TestSyncRootRotationWhileOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newRoot := newKey(t)
+	newRoot := testkey.New(t).Private
 	bad := func(signers ...crypto.Signer) []byte {
 		r := sync.Root{Fleet: "f1", Version: cur.Version + 1, Expires: time.Now().Add(time.Hour).Unix()}
 		for _, k := range []*ecdsa.PrivateKey{newRoot, tf.deltaKey} {
@@ -1002,7 +1003,7 @@ func TestSyncGarbageFlood(t *testing.T) {
 	dev := tf.device("dev1")
 	dev.start()
 	valid := tf.mustIssue(nvalid, 0)
-	stranger := newKey(t)
+	stranger := testkey.New(t).Private
 
 	// garbage returns a message and the reason the device must give for rejecting it ("" for
 	// one of several possible reasons).

@@ -5,10 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +22,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -383,26 +380,19 @@ func TestRunApprovedBTFGen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testkey.New(t)
 	payload, err := cosign.NewPayload(id.Digest, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := cosign.Sign(priv, payload)
+	sig, err := cosign.Sign(key.Private, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cosign.WriteSignature(l, id.Digest, payload, sig); err != nil {
 		t.Fatal(err)
 	}
-	approved, err := verify.GadgetWithKeys([]trust.Key{{DER: der}}, l, ref)
+	approved, err := verify.GadgetWithKeys([]trust.Key{key.Public}, l, ref)
 	if err != nil {
 		t.Fatal(err)
 	}

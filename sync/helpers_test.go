@@ -3,23 +3,12 @@ package sync
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"testing"
 	"time"
 
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 func pubs(keys ...*ecdsa.PrivateKey) []crypto.PublicKey {
 	out := make([]crypto.PublicKey, len(keys))
@@ -35,14 +24,6 @@ func signers(keys ...*ecdsa.PrivateKey) []crypto.Signer {
 		out[i] = k
 	}
 	return out
-}
-
-func gadgetKey(t testing.TB) trust.Key {
-	der, err := x509.MarshalPKIXPublicKey(newKey(t).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return trust.Key{DER: der}
 }
 
 // fleet is an operator's history with one root key set and one delta key, for tests.
@@ -68,9 +49,9 @@ func newFleet(t testing.TB, n int, threshold uint64) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { is.Close() })
-	f := &fleet{t: t, h: h, is: is, delta: newKey(t)}
+	f := &fleet{t: t, h: h, is: is, delta: testkey.New(t).Private}
 	for range n {
-		f.roots = append(f.roots, newKey(t))
+		f.roots = append(f.roots, testkey.New(t).Private)
 	}
 	raw, err := is.IssueRoot(RootSpec{Fleet: "f1", RootKeys: pubs(f.roots...), RootThreshold: threshold,
 		DeltaKeys: pubs(f.delta), DeltaThreshold: 1, Expires: 24 * time.Hour}, signers(f.roots...)...)
@@ -85,7 +66,7 @@ func newFleet(t testing.TB, n int, threshold uint64) *fleet {
 // issueDelta issues the next delta with one new gadget key.
 func (f *fleet) issueDelta() ([]byte, *Delta) {
 	f.t.Helper()
-	raw, d, err := f.is.IssueDelta(DeltaSpec{Keys: []trust.Key{gadgetKey(f.t)}, Expires: time.Hour}, f.delta)
+	raw, d, err := f.is.IssueDelta(DeltaSpec{Keys: []trust.Key{testkey.New(f.t).Public}, Expires: time.Hour}, f.delta)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -96,7 +77,7 @@ func (f *fleet) issueDelta() ([]byte, *Delta) {
 // rotate issues the next root with fresh root keys, signed by the old and the new ones.
 func (f *fleet) rotate() []byte {
 	f.t.Helper()
-	next := []*ecdsa.PrivateKey{newKey(f.t), newKey(f.t)}
+	next := []*ecdsa.PrivateKey{testkey.New(f.t).Private, testkey.New(f.t).Private}
 	raw, err := f.is.IssueRoot(RootSpec{RootKeys: pubs(next...), RootThreshold: 2, DeltaKeys: pubs(f.delta),
 		DeltaThreshold: 1, Expires: 24 * time.Hour}, signers(append(f.roots, next...)...)...)
 	if err != nil {

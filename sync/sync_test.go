@@ -12,6 +12,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
@@ -82,7 +83,7 @@ func TestRootRotation(t *testing.T) {
 
 	// A rotation signed only by the new keys is rejected by a device holding the old root.
 	g := newFleet(t, 2, 2)
-	newKeys := []*ecdsa.PrivateKey{newKey(t), newKey(t)}
+	newKeys := []*ecdsa.PrivateKey{testkey.New(t).Private, testkey.New(t).Private}
 	raw, err := SealRoot(&Root{Fleet: "f1", Version: 2, Expires: time.Now().Add(time.Hour).Unix(),
 		Keys: ders(t, newKeys...), Root: Role{KeyIDs: ids(t, newKeys...), Threshold: 2},
 		Deltas: Role{KeyIDs: ids(t, newKeys[0]), Threshold: 1}}, newKeys[0], newKeys[1])
@@ -339,7 +340,7 @@ func TestIssueRefusesExpired(t *testing.T) {
 		if _, _, err := f.is.IssueDelta(DeltaSpec{Expires: exp}, f.delta); err == nil || !strings.Contains(err.Error(), "expires must be positive") {
 			t.Errorf("delta expiring in %v: %v", exp, err)
 		}
-		next := newKey(t)
+		next := testkey.New(t).Private
 		if _, err := f.is.IssueRoot(RootSpec{RootKeys: pubs(next), RootThreshold: 1, DeltaKeys: pubs(f.delta), DeltaThreshold: 1,
 			Expires: exp}, append(signers(f.roots...), next)...); err == nil || !strings.Contains(err.Error(), "expires must be positive") {
 			t.Errorf("root expiring in %v: %v", exp, err)
@@ -380,7 +381,7 @@ func TestRootReplayAndConflict(t *testing.T) {
 		t.Fatalf("another root 1 signed by the root keys: %v", err)
 	}
 	// Another root 1 that the device's root keys did not sign proves nothing.
-	other := newKey(t)
+	other := testkey.New(t).Private
 	forked.Keys, forked.Root.KeyIDs, forked.Deltas.KeyIDs = ders(t, other), ids(t, other), ids(t, other)
 	if raw, err = SealRoot(&forked, other); err != nil {
 		t.Fatal(err)

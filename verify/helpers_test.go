@@ -3,9 +3,6 @@ package verify
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"debug/elf"
 	"encoding/binary"
 	"os"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
@@ -46,22 +44,15 @@ func (m *memTrust) Expires() int64                                { return m.exp
 func (m *memTrust) TrustedRoot() []byte                           { return m.root }
 func (m *memTrust) RevokedKeys() []trust.Key                      { return m.revokedKeys }
 
+// signer is a gadget signing key; key is its public half as the trust store keeps it.
 type signer struct {
 	priv *ecdsa.PrivateKey
 	key  trust.Key
 }
 
 func newSigner(t *testing.T) signer {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signer{priv: priv, key: trust.Key{DER: der}}
+	k := testkey.New(t)
+	return signer{priv: k.Private, key: k.Public}
 }
 
 // sign returns a trust-store signature binding digest.

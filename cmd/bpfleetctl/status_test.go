@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/internal/mosquitto"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/sync"
 )
 
@@ -235,7 +233,7 @@ func newHistory(t *testing.T, n int) (stateDir, rootFile string, deltas [][]byte
 		t.Fatal(err)
 	}
 	defer is.Close()
-	rootKey, deltaKey := newTestKey(t), newTestKey(t)
+	rootKey, deltaKey := testkey.New(t).Private, testkey.New(t).Private
 	root, err := is.IssueRoot(sync.RootSpec{Fleet: "f1", RootKeys: []crypto.PublicKey{rootKey.Public()}, RootThreshold: 1,
 		DeltaKeys: []crypto.PublicKey{deltaKey.Public()}, DeltaThreshold: 1, Expires: time.Hour}, rootKey)
 	if err != nil {
@@ -253,13 +251,4 @@ func newHistory(t *testing.T, n int) (stateDir, rootFile string, deltas [][]byte
 		deltas, states = append(deltas, raw), append(states, d.State)
 	}
 	return stateDir, rootFile, deltas, states
-}
-
-func newTestKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }

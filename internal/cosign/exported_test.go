@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 )
 
 // Layouts written by the tools that export cosign-signed images from a registry, as the real
@@ -67,7 +68,7 @@ func signedImage(t *testing.T, l *oci.Layout, name string) (image, sig oci.Descr
 	if payload, err = NewPayload(image.Digest, "127.0.0.1:5000/gadgets/"+name); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Sign(newKey(t), payload)
+	s, err := Sign(testkey.New(t).Private, payload)
 	if err != nil {
 		t.Fatal(err)
 	}

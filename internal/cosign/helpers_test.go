@@ -2,8 +2,6 @@ package cosign
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,15 +25,6 @@ func fixtureKey(t *testing.T, name string) *ecdsa.PublicKey {
 		t.Fatal(err)
 	}
 	key, err := LoadPublicKey(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/bpfleet/bpfleet/internal/testkey"
 )
 
 func TestKeyPairSignVerify(t *testing.T) {
@@ -50,7 +52,7 @@ func TestKeyPairSignVerify(t *testing.T) {
 	if err := VerifySignature(pub, tampered, sig); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("modified payload: %v, want ErrBadSignature", err)
 	}
-	if err := VerifySignature(&newKey(t).PublicKey, payload, sig); !errors.Is(err, ErrBadSignature) {
+	if err := VerifySignature(&testkey.New(t).Private.PublicKey, payload, sig); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("other key: %v, want ErrBadSignature", err)
 	}
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 1024)

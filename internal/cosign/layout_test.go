@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 )
 
 func openLayout(t *testing.T) *oci.Layout {
@@ -79,7 +80,7 @@ func TestSignatureManifestMatchesCosign(t *testing.T) {
 func TestWriteSignatureAccumulates(t *testing.T) {
 	l := openLayout(t)
 	digest := oci.Digest([]byte("some index"))
-	key1, key2 := newKey(t), newKey(t)
+	key1, key2 := testkey.New(t).Private, testkey.New(t).Private
 	p1, _ := NewPayload(digest, "example.com/one")
 	p2, _ := NewPayload(digest, "example.com/two")
 	s1, _ := Sign(key1, p1)

@@ -2,7 +2,6 @@ package sigstore
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/bpfleet/bpfleet/internal/cosign"
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
@@ -26,16 +26,8 @@ type testKey struct {
 }
 
 func newTestKey(t *testing.T) testKey {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{priv: priv, key: trust.Key{DER: der}}
+	k := testkey.New(t)
+	return testKey{priv: k.Private, key: k.Public}
 }
 
 // signHash signs a SHA-256 digest.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
@@ -24,7 +25,7 @@ func TestOpenAfterCrashLeftEmptyFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{testKey(t)}})
+			want, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{testkey.New(t).Public}})
 			if err != nil {
 				t.Fatal(err)
 			}

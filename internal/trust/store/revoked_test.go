@@ -3,6 +3,7 @@ package store
 import (
 	"testing"
 
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
 
@@ -14,7 +15,7 @@ func TestRevokedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	kept, revoked, never := testKey(t), testKey(t), testKey(t)
+	kept, revoked, never := testkey.New(t).Public, testkey.New(t).Public, testkey.New(t).Public
 	d1, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{kept, revoked}})
 	if err != nil {
 		t.Fatal(err)

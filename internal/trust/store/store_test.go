@@ -2,10 +2,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -16,21 +12,9 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/bpfleet/bpfleet/internal/testkey"
 	"github.com/bpfleet/bpfleet/internal/trust"
 )
-
-func testKey(t *testing.T) trust.Key {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return trust.Key{DER: der}
-}
 
 const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -47,7 +31,7 @@ func TestApplyAndSnapshot(t *testing.T) {
 	if empty.Version() != 0 || !strings.HasPrefix(empty.StateDigest(), "sha256:") {
 		t.Fatalf("new store: version %d digest %q", empty.Version(), empty.StateDigest())
 	}
-	k := testKey(t)
+	k := testkey.New(t).Public
 	sig := trust.Signature{Digest: digestA, Payload: []byte(`{"x":1}`), Signature: []byte{1, 2, 3}}
 	d1, err := s.Apply(Change{Version: 1, Base: empty.StateDigest(), Keys: []trust.Key{k}, Signatures: []trust.Signature{sig}})
 	if err != nil {
@@ -103,7 +87,7 @@ func TestApplyRejectsAndLeavesStoreUnchanged(t *testing.T) {
 	}
 	defer s.Close()
 	base := emptyDigest(t, s)
-	cur, err := s.Apply(Change{Version: 1, Base: base, Keys: []trust.Key{testKey(t)}})
+	cur, err := s.Apply(Change{Version: 1, Base: base, Keys: []trust.Key{testkey.New(t).Public}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,14 +172,14 @@ func TestVerifyDetectsChangedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{testKey(t)}}); err != nil {
+	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{testkey.New(t).Public}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Verify(); err != nil {
 		t.Fatal(err)
 	}
 	// A key slipped in behind bpfleet's back, as a compromised or damaged disk would.
-	intruder := testKey(t)
+	intruder := testkey.New(t).Public
 	if err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set([]byte(keyPrefix+intruder.ID()), intruder.DER)
 	}); err != nil {
@@ -244,7 +228,7 @@ func TestRevocationsPolicyAndTrustedRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	k1, k2 := testKey(t), testKey(t)
+	k1, k2 := testkey.New(t).Public, testkey.New(t).Public
 	d1, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Keys: []trust.Key{k1, k2}})
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +288,7 @@ func TestApplyChain(t *testing.T) {
 	var chain []Change
 	prev := base
 	for v := uint64(1); v <= 4; v++ {
-		c := Change{Version: v, Base: prev, Expires: int64(1700000000 + v), Keys: []trust.Key{testKey(t)},
+		c := Change{Version: v, Base: prev, Expires: int64(1700000000 + v), Keys: []trust.Key{testkey.New(t).Public},
 			Revocations: []trust.Revocation{{Kind: trust.RevokeDigest, Value: "sha256:" + strings.Repeat(fmt.Sprint(v), 64)}}}
 		if v == 3 {
 			c.Policy = &trust.Policy{Scopes: []trust.Scope{{Match: "*", Level: trust.Audit}}}
@@ -355,7 +339,7 @@ func TestHeadMatchesSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Expires: 1800000000, Keys: []trust.Key{testKey(t)}}); err != nil {
+	if _, err := s.Apply(Change{Version: 1, Base: emptyDigest(t, s), Expires: 1800000000, Keys: []trust.Key{testkey.New(t).Public}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetOverride(trust.Override{Fleet: "f", Device: "d", Digest: digestA, Expires: 1800000000, Reason: "r"}); err != nil {
