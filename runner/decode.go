@@ -69,8 +69,19 @@ type fieldDecoder struct {
 	offset uint32
 	size   uint32
 	width  int // widest text a value can print as; 0 if unbounded
+	fit    fit // how a terminal-width line may narrow its column
 	decode func([]byte) any
 }
+
+// fit says how a column gives way when a line must fit a terminal
+// (Options.Width).
+type fit int
+
+const (
+	fitFixed  fit = iota // keeps its width: times, names of errnos and signals, addresses
+	fitText              // text (comm, paths): narrows first, longer values are cut, ending in "…"
+	fitNumber            // integers: narrow to numberColumnWidth next, never cut (a longer one shifts its line)
+)
 
 // newDecoder plans the decoding of s from its BTF. Members it cannot decode
 // (bitfields, pointers, unions, floats) are errors: a gadget whose events
@@ -164,7 +175,7 @@ func newField(tag string, typ btf.Type) (fieldDecoder, error) {
 	}
 	if isChar(elem) || tag == "gadget_comm" || tag == "gadget_pcomm" {
 		n := arr.Nelems
-		return fieldDecoder{tag: tag, size: n, width: int(max(n, 1) - 1), decode: func(b []byte) any {
+		return fieldDecoder{tag: tag, size: n, width: int(max(n, 1) - 1), fit: fitText, decode: func(b []byte) any {
 			b = b[:n]
 			if i := indexNUL(b); i >= 0 {
 				b = b[:i]
@@ -253,6 +264,7 @@ func newInt(tag string, size uint32, signed bool) (fieldDecoder, error) {
 	default:
 		return f, fmt.Errorf("unsupported %d-byte integer", size)
 	}
+	f.fit = fitNumber
 	bits := 8 * size
 	if signed {
 		f.width = len(strconv.FormatInt(-1<<(bits-1), 10))

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Format selects how events are printed.
@@ -18,6 +19,10 @@ const (
 	// FormatColumns prints a header line, then one line per event with
 	// columns as wide as the values their types can hold (capped, see
 	// maxColumnWidth); a longer value is printed whole and shifts its line.
+	// With Options.Width set (a terminal's width), text columns (comm,
+	// paths), then integer columns narrow until a line fits, and a text
+	// value longer than its column is cut, ending in "…"; times, numbers and
+	// addresses are never cut.
 	FormatColumns Format = iota
 	// FormatJSON prints one JSON object per event and line, with the members
 	// of the event struct as keys in declaration order (or in the order of
@@ -29,6 +34,15 @@ const (
 // maxColumnWidth caps columns of long types such as 256-byte paths, which
 // usually hold far shorter values.
 const maxColumnWidth = 32
+
+// minColumnWidth is as narrow as fitting a line to a terminal makes a text
+// column whose name is shorter: narrower, its values would be all ellipsis.
+const minColumnWidth = 6
+
+// numberColumnWidth is as narrow as fitting a line makes an integer column
+// (whose type may hold 20 digits): room for the pids, uids and counts of a
+// device without a line shifting.
+const numberColumnWidth = 7
 
 // printer writes events in one Format.
 type printer interface {
@@ -47,11 +61,11 @@ type printer interface {
 const roundKey = "round"
 
 // newPrinter returns a printer of the fields of d at the indexes columns,
-// in that order.
-func newPrinter(w io.Writer, f Format, d *decoder, columns []int) (printer, error) {
+// in that order; width is Options.Width.
+func newPrinter(w io.Writer, f Format, d *decoder, columns []int, width int) (printer, error) {
 	switch f {
 	case FormatColumns:
-		return newColumns(w, d, columns), nil
+		return newColumns(w, d, columns, width), nil
 	case FormatJSON:
 		return &jsonPrinter{w: w, columns: columns}, nil
 	default:
@@ -64,11 +78,18 @@ type columnPrinter struct {
 	columns []int
 	names   []string
 	widths  []int
-	buf     bytes.Buffer
+	// cut lists the text columns whose longer values are cut to their width
+	// (a line width was given); nil prints every value whole.
+	cut []bool
+	// last is how long the last column's values may be when cut: the rest of
+	// the line, so a path is cut at the terminal's edge.
+	last int
+	buf  bytes.Buffer
 }
 
-func newColumns(w io.Writer, d *decoder, columns []int) *columnPrinter {
+func newColumns(w io.Writer, d *decoder, columns []int, lineWidth int) *columnPrinter {
 	p := &columnPrinter{w: w, columns: columns}
+	var fits []fit
 	for _, i := range columns {
 		f := d.fields[i]
 		name := strings.ToUpper(f.name)
@@ -78,8 +99,59 @@ func newColumns(w io.Writer, d *decoder, columns []int) *columnPrinter {
 		}
 		p.names = append(p.names, name)
 		p.widths = append(p.widths, max(width, len(name)))
+		fits = append(fits, f.fit)
+	}
+	if lineWidth > 0 && len(columns) > 0 {
+		p.fitTo(lineWidth, fits)
 	}
 	return p
+}
+
+// fitTo narrows columns until a line fits in lineWidth characters: text
+// columns first, widest first, down to minColumnWidth; then integer columns
+// down to numberColumnWidth; never a name. What still does not fit makes a
+// longer line, as short as it can be.
+func (p *columnPrinter) fitTo(lineWidth int, fits []fit) {
+	total := len(p.widths) - 1
+	for _, w := range p.widths {
+		total += w
+	}
+	for _, phase := range []struct {
+		fit   fit
+		floor int
+	}{{fitText, minColumnWidth}, {fitNumber, numberColumnWidth}} {
+		for total > lineWidth {
+			widest := -1
+			for i, w := range p.widths {
+				if fits[i] == phase.fit && w > max(len(p.names[i]), phase.floor) && (widest < 0 || w > p.widths[widest]) {
+					widest = i
+				}
+			}
+			if widest < 0 {
+				break
+			}
+			p.widths[widest]--
+			total--
+		}
+	}
+	p.cut = make([]bool, len(fits))
+	for i, f := range fits {
+		p.cut[i] = f == fitText
+	}
+	p.last = lineWidth
+	for _, w := range p.widths[:len(p.widths)-1] {
+		p.last -= w + 1
+	}
+	p.last = max(p.last, p.widths[len(p.widths)-1])
+}
+
+// cutTo shortens s to at most width characters, the last one "…".
+func cutTo(s string, width int) string {
+	if utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	runes := []rune(s)
+	return string(runes[:width-1]) + "…"
 }
 
 func (p *columnPrinter) start() error { return p.line(p.names) }
@@ -99,6 +171,13 @@ func (p *columnPrinter) print(ev Event) error {
 	cells := make([]string, len(p.columns))
 	for i, c := range p.columns {
 		cells[i] = formatValue(ev[c].Value)
+		switch {
+		case p.cut == nil || !p.cut[i]:
+		case i == len(p.columns)-1:
+			cells[i] = cutTo(cells[i], p.last)
+		default:
+			cells[i] = cutTo(cells[i], p.widths[i])
+		}
 	}
 	return p.line(cells)
 }
@@ -110,7 +189,7 @@ func (p *columnPrinter) line(cells []string) error {
 			p.buf.WriteString(c) // no trailing blanks
 			break
 		}
-		fmt.Fprintf(&p.buf, "%-*s ", p.widths[i], c)
+		fmt.Fprintf(&p.buf, "%-*s ", p.widths[i], c) // fmt pads by runes: a cut value ends in "…"
 	}
 	p.buf.WriteByte('\n')
 	_, err := p.w.Write(p.buf.Bytes())

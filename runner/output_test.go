@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
@@ -46,7 +47,7 @@ func TestPrinters(t *testing.T) {
 		{FormatJSON, `{"timestamp":"2026-12-03T17:22:01.120000000Z","pid":1,"ok":true,"comm":"say \"hi\"","ids":[-1,2],"path":"/a"}` + "\n"},
 	} {
 		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d, []int{0, 1, 2, 3, 4, 5})
+		p, err := newPrinter(&out, tc.format, d, []int{0, 1, 2, 3, 4, 5}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,8 +65,72 @@ func TestPrinters(t *testing.T) {
 		}
 	}
 
-	if _, err := newPrinter(nil, Format(7), d, nil); err == nil || !strings.Contains(err.Error(), "unknown output format 7") {
+	if _, err := newPrinter(nil, Format(7), d, nil, 0); err == nil || !strings.Contains(err.Error(), "unknown output format 7") {
 		t.Errorf("format 7: got error %v", err)
+	}
+}
+
+// TestColumnsFitWidth: with a terminal's width, text columns give way first,
+// then integer columns; names stay whole, and only text is ever cut.
+func TestColumnsFitWidth(t *testing.T) {
+	event := &btf.Struct{Name: "event", Size: 72, Members: []btf.Member{
+		{Name: "timestamp", Type: typedef("gadget_timestamp", u64T), Offset: 0},
+		{Name: "pid", Type: typedef("gadget_pid", u32T), Offset: 64},
+		{Name: "comm", Type: &btf.Array{Type: charT, Index: u32T, Nelems: 16}, Offset: 96},
+		{Name: "fname", Type: &btf.Array{Type: charT, Index: u32T, Nelems: 40}, Offset: 224},
+	}}
+	d, err := newDecoder(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := Event{
+		{Name: "timestamp", Value: time.Date(2026, 12, 3, 17, 22, 1, 120000000, time.UTC)},
+		{Name: "pid", Value: uint32(4242)},
+		{Name: "comm", Value: "café"},
+		{Name: "fname", Value: "/var/lib/bpfleet/images/blobs/sha256/0123456789abcdef"},
+	}
+	for _, tc := range []struct {
+		width int
+		want  string
+	}{
+		// Unlimited (a pipe): columns as wide as their types (a path's capped at
+		// 32), the long path printed whole.
+		{0, "" +
+			"TIMESTAMP                      PID        COMM            FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242       café            /var/lib/bpfleet/images/blobs/sha256/0123456789abcdef\n"},
+		// Wide enough for the columns: the last value is cut at the edge.
+		{100, "" +
+			"TIMESTAMP                      PID        COMM            FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242       café            /var/lib/bpfleet/images/blobs/sha256/0123…\n"},
+		// 60: the text columns give way, the widest first; the time stays whole.
+		{60, "" +
+			"TIMESTAMP                      PID        COMM     FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242       café     /var/lib…\n"},
+		// Narrower than that allows: the integer column narrows too, names stay
+		// whole, and the line is as short as it gets.
+		{20, "" +
+			"TIMESTAMP                      PID     COMM   FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242    café   /var/…\n"},
+	} {
+		var out bytes.Buffer
+		p, err := newPrinter(&out, FormatColumns, d, []int{0, 1, 2, 3}, tc.width)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.print(ev); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("width %d printed\n%s\nwant\n%s", tc.width, out.String(), tc.want)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			if n := utf8.RuneCountInString(line); tc.width >= 60 && n > tc.width {
+				t.Errorf("width %d: line of %d characters: %q", tc.width, n, line)
+			}
+		}
 	}
 }
 
@@ -112,7 +177,7 @@ func TestFieldsAndFilters(t *testing.T) {
 		{FormatJSON, `{"dst":"[::1]:443","pid":7}` + "\n"},
 	} {
 		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d, v.columns)
+		p, err := newPrinter(&out, tc.format, d, v.columns, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +243,7 @@ func TestPrintRounds(t *testing.T) {
 		{FormatColumns, "--- 2026-12-03T17:22:01Z: 1 row\nPID\n7\n--- 2026-12-03T17:22:02Z: 1 row\nPID\n7\n"},
 	} {
 		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d, []int{0})
+		p, err := newPrinter(&out, tc.format, d, []int{0}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,6 +41,10 @@ type Options struct {
 	// Interval is how often a map iterator gadget's map is read, printed
 	// and cleared; 0 means DefaultInterval. Other gadgets ignore it.
 	Interval time.Duration
+	// Width, if positive, is the width of the terminal FormatColumns prints
+	// to, in characters: each line is fitted to it (see FormatColumns). 0
+	// prints values whole, as a pipe or a file wants them.
+	Width int
 
 	// Set by Run from the verified image, and by tests (btfgen.go).
 	btfgen    []byte                    // the image's btfgen layer; nil if it has none
@@ -158,7 +162,7 @@ func runGadget(ctx context.Context, elf []byte, opts Options) (*Stats, error) {
 			}
 		}
 	}
-	p, err := newPrinter(out, opts.Format, g.decoder, v.columns)
+	p, err := newPrinter(out, opts.Format, g.decoder, v.columns, opts.Width)
 	if err != nil {
 		return nil, err
 	}

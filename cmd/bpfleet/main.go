@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/internal/cosign"
@@ -270,7 +271,7 @@ type refusal struct {
 func runCmd(dataDir *string) *cobra.Command {
 	var out outputFormat
 	var timeout, interval time.Duration
-	var maxEvents int
+	var maxEvents, width int
 	var params, filters, fields []string
 	var listParams bool
 	c := &cobra.Command{
@@ -287,16 +288,21 @@ func runCmd(dataDir *string) *cobra.Command {
 			"with -o json each row's first member \"round\" is the round's time (UTC, RFC 3339 with\n" +
 			"nanoseconds). A snapshotter (snapshot_process) prints one snapshot and exits.\n\n" +
 			"Signal and errno parameters take names (SIGTERM or TERM, ENOENT) or numbers; a\n" +
-			"<map>_max_entries parameter sizes that map and must be positive.",
+			"<map>_max_entries parameter sizes that map and must be positive.\n\n" +
+			"Columns fit the terminal: the widest columns narrow until a line fits, and a longer value\n" +
+			"is cut, ending in \"…\". Piped or redirected, values print whole (--width sets a width).",
 		Args: cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			if timeout < 0 || maxEvents < 0 {
-				return fmt.Errorf("--timeout and --max-events must not be negative")
+		RunE: func(c *cobra.Command, args []string) error {
+			if timeout < 0 || maxEvents < 0 || width < 0 {
+				return fmt.Errorf("--timeout, --max-events and --width must not be negative")
+			}
+			if !c.Flags().Changed("width") {
+				width = terminalWidth(os.Stdout)
 			}
 			if interval <= 0 {
 				return fmt.Errorf("--interval must be positive")
 			}
-			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields, Interval: interval}
+			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields, Interval: interval, Width: width}
 			if out == "json" {
 				opts.Format = runner.FormatJSON
 			}
@@ -391,7 +397,18 @@ func runCmd(dataDir *string) *cobra.Command {
 	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types, defaults and the maps they size, and exit")
 	c.Flags().StringSliceVar(&fields, "fields", nil, "print only these fields, in this order (comma-separated)")
 	c.Flags().StringArrayVar(&filters, "filter", nil, "keep only events whose field prints as value, field=value (repeatable)")
+	c.Flags().IntVar(&width, "width", 0, "fit column lines in this many characters, 0 for no limit (default: the terminal's width, no limit when not a terminal)")
 	return c
+}
+
+// terminalWidth is the width of the terminal f is, in characters; 0 when f is not a terminal
+// (a pipe, a file), which then gets every value whole.
+func terminalWidth(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
 }
 
 // runSummary says what a run printed, in the gadget's own unit: events, rows in rounds, or

@@ -12,8 +12,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/agent"
 )
@@ -129,6 +133,43 @@ func TestRunCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("terminal width", func(t *testing.T) {
+		// A program whose path is far longer than the filename column.
+		long := e.path(strings.Repeat("a-long-directory-name/", 4) + "widthprobe")
+		if err := os.MkdirAll(filepath.Dir(long), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(long, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--data-dir", e.dataDir, "run", "trace_exec", "--filter", "comm=widthprobe", "--max-events", "1", "--timeout", "20s"}
+		stop := execLoop(t, long)
+
+		// On a 100-column terminal every line fits, the time and numbers are whole, and the
+		// path is cut at the edge.
+		lines := strings.Split(strings.TrimSuffix(runOnTerminal(t, 100, e.bin, args...), "\n"), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], "TIMESTAMP ") {
+			t.Fatalf("want a header and one event, got %q", lines)
+		}
+		for _, l := range lines {
+			if n := utf8.RuneCountInString(l); n > 100 {
+				t.Errorf("line of %d characters on a 100-column terminal: %q", n, l)
+			}
+		}
+		cells := strings.Fields(lines[1])
+		if len(cells) != 7 || len(cells[0]) != len("2026-12-03T17:22:01.120000000Z") || cells[5] != "widthprobe" ||
+			!strings.HasSuffix(cells[6], "…") || !strings.HasPrefix(long, strings.TrimSuffix(cells[6], "…")) {
+			t.Errorf("event %q: want the time and comm whole and the path cut, ending in …", lines[1])
+		}
+
+		// Piped, the same event prints its path whole.
+		stdout, stderr, err := runSplit(e, false, args[2:]...)
+		stop()
+		if err != nil || !strings.Contains(stdout, long) {
+			t.Errorf("piped: %v, want %s whole:\n%s\n%s", err, long, stdout, stderr)
+		}
+	})
+
 	// Refused before the gadget starts: the error alone, no summary.
 	for _, tc := range []struct {
 		args []string
@@ -183,4 +224,65 @@ func TestRunCommand(t *testing.T) {
 			t.Errorf("%v: %q, want []", err, stdout)
 		}
 	})
+}
+
+// execLoop runs path every 20 ms until the returned stop is called.
+func execLoop(t *testing.T, path string) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			exec.Command(path).Run()
+			select {
+			case <-quit:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { stop() })
+	var once sync.Once
+	return func() { once.Do(func() { close(quit); <-done }) }
+}
+
+// runOnTerminal runs bin with args, its stdout a pseudo-terminal of cols columns, and returns
+// what it printed there (the terminal's "\r\n" as "\n").
+func runOnTerminal(t *testing.T, cols uint16, bin string, args ...string) string {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(pts.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: cols}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = pts, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close() // the child holds the terminal now: reading ends when it exits
+	var out bytes.Buffer
+	read := make(chan struct{})
+	go func() { io.Copy(&out, ptmx); close(read) }() // ends in EIO once the child is gone
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	<-read
+	return strings.ReplaceAll(out.String(), "\r\n", "\n")
 }
