@@ -78,14 +78,18 @@ func (l *Layout) importDir(src string) ([]Descriptor, error) {
 		return nil, err
 	}
 	defer unlock()
-	marker, err := readCapped(filepath.Join(src, "oci-layout"), MaxManifestSize)
+	marker, err := readSourceFile(src, "oci-layout")
 	if err != nil {
-		return nil, fmt.Errorf("not an OCI image layout: %w", err)
+		return nil, err
 	}
 	if err := checkMarker(marker); err != nil {
 		return nil, err
 	}
-	srcIdx, err := readIndexFile(filepath.Join(src, "index.json"))
+	data, err := readSourceFile(src, "index.json")
+	if err != nil {
+		return nil, err
+	}
+	srcIdx, err := parseIndexFile(data, "index.json")
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +138,17 @@ func (l *Layout) importDir(src string) ([]Descriptor, error) {
 		return nil, err
 	}
 	return added, nil
+}
+
+// readSourceFile reads a top-level file of the layout being imported. Errors name it by its
+// name in the layout, which Import prefixes with the source the user gave: a tar is unpacked
+// under ingest/, a temporary path that would tell the user nothing.
+func readSourceFile(src, name string) ([]byte, error) {
+	data, err := readCapped(filepath.Join(src, name), name, MaxManifestSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("not an OCI image layout: it has no %s file", name)
+	}
+	return data, err
 }
 
 func hasUntagged(idx *Index, digest string) bool {

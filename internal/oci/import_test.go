@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,31 +253,59 @@ func TestImportRejectsDamagedSource(t *testing.T) {
 func TestImportRejectsBadTar(t *testing.T) {
 	src := newGadgetLayout(t, "x:v1")
 	dir := t.TempDir()
-	notLayout := filepath.Join(dir, "empty.tar")
-	f, _ := os.Create(notLayout)
-	tar.NewWriter(f).Close()
-	f.Close()
-	escaping := filepath.Join(dir, "escape.tar")
-	f, _ = os.Create(escaping)
-	tw := tar.NewWriter(f)
-	tw.WriteHeader(&tar.Header{Name: "blobs/sha256/../../../evil", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
-	tw.Write([]byte("x"))
-	tw.Close()
-	f.Close()
-
-	dst := newGadgetLayout(t)
-	if _, err := dst.Import(notLayout); err == nil || !strings.Contains(err.Error(), "not an OCI image layout") {
-		t.Errorf("import of an empty tar = %v", err)
+	// mkTar writes a tar of the given files (name -> content).
+	mkTar := func(name string, files map[string]string) string {
+		path := filepath.Join(dir, name)
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw := tar.NewWriter(f)
+		for _, n := range slices.Sorted(maps.Keys(files)) {
+			tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg})
+			tw.Write([]byte(files[n]))
+		}
+		tw.Close()
+		f.Close()
+		return path
 	}
-	// "../" is cleaned away first, so the entry is just not a layout file and is ignored.
-	if _, err := dst.Import(escaping); err == nil {
-		t.Error("import of a tar without a layout succeeded")
+	marker := `{"imageLayoutVersion":"1.0.0"}`
+	zeroBytes := filepath.Join(dir, "zero.tar")
+	if err := os.WriteFile(zeroBytes, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		// want is the whole error: it names the input and what is wrong with it, never the
+		// temporary directory the tar is unpacked in.
+		want string
+	}{
+		{name: "empty tar", path: mkTar("empty.tar", nil),
+			want: "not an OCI image layout: it has no oci-layout file"},
+		{name: "empty file", path: zeroBytes, want: "not an OCI image layout: it has no oci-layout file"},
+		// "../" is cleaned away first, so the entry is just not a layout file and is ignored.
+		{name: "escaping entry", path: mkTar("escape.tar", map[string]string{"blobs/sha256/../../../evil": "x"}),
+			want: "not an OCI image layout: it has no oci-layout file"},
+		{name: "no index.json", path: mkTar("noindex.tar", map[string]string{"oci-layout": marker}),
+			want: "not an OCI image layout: it has no index.json file"},
+		{name: "index.json not JSON", path: mkTar("badindex.tar", map[string]string{"oci-layout": marker, "index.json": "{"}),
+			want: "parse index.json: unexpected end of JSON input"},
+		{name: "unknown layout version", path: mkTar("v2.tar", map[string]string{"oci-layout": `{"imageLayoutVersion":"2.0.0"}`}),
+			want: `oci-layout: unsupported imageLayoutVersion "2.0.0"`},
+		{name: "JSON file as a tar", path: filepath.Join(src.Dir(), "index.json"),
+			want: "read tar: unexpected EOF"},
+	}
+	dst := newGadgetLayout(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := dst.Import(tt.path)
+			if want := "import " + tt.path + ": " + tt.want; err == nil || err.Error() != want {
+				t.Fatalf("Import error = %v\nwant %s", err, want)
+			}
+		})
 	}
 	if _, err := os.Stat(filepath.Join(dst.Dir(), "..", "evil")); err == nil {
 		t.Error("tar entry escaped the staging directory")
-	}
-	if _, err := dst.Import(filepath.Join(src.Dir(), "index.json")); err == nil {
-		t.Error("import of a JSON file as a tar succeeded")
 	}
 }
 

@@ -81,32 +81,45 @@ func (l *Layout) Index() (Index, error) {
 }
 
 func readIndexFile(path string) (Index, error) {
-	data, err := readCapped(path, MaxManifestSize)
+	data, err := readCapped(path, path, MaxManifestSize)
 	if err != nil {
 		return Index{}, err
 	}
+	return parseIndexFile(data, path)
+}
+
+// parseIndexFile parses an index.json; name is the file as errors call it.
+func parseIndexFile(data []byte, name string) (Index, error) {
 	var idx Index
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return Index{}, fmt.Errorf("parse %s: %w", path, err)
+		return Index{}, fmt.Errorf("parse %s: %w", name, err)
 	}
 	if idx.SchemaVersion != 2 {
-		return Index{}, fmt.Errorf("%s: unsupported schemaVersion %d", path, idx.SchemaVersion)
+		return Index{}, fmt.Errorf("%s: unsupported schemaVersion %d", name, idx.SchemaVersion)
 	}
 	return idx, nil
 }
 
-func readCapped(path string, limit int64) ([]byte, error) {
+// readCapped reads the file at path, refusing one over limit bytes; errors call it name.
+func readCapped(path, name string, limit int64) ([]byte, error) {
+	// The path an *fs.PathError carries is replaced by name.
+	withoutPath := func(err error) error {
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			return pe.Err
+		}
+		return err
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open %s: %w", name, withoutPath(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", name, withoutPath(err))
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: %w (limit %d bytes)", path, ErrTooLarge, limit)
+		return nil, fmt.Errorf("%s: %w (limit %d bytes)", name, ErrTooLarge, limit)
 	}
 	return data, nil
 }

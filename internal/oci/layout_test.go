@@ -3,6 +3,7 @@ package oci
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,8 +185,11 @@ func TestTag(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
+	// d(n) is entry n's digest: two hex digits of n, then zeros, so short prefixes are unique;
+	// d(0xee1) and d(0xee2) share the prefix "sha256:ee".
 	d := func(n int) Descriptor {
-		return Descriptor{MediaType: MediaTypeIndex, Digest: "sha256:" + strings.Repeat(string(rune('a'+n)), 64), Size: int64(n)}
+		h := fmt.Sprintf("%03x", n)
+		return Descriptor{MediaType: MediaTypeIndex, Digest: "sha256:" + h + strings.Repeat("0", 64-len(h)), Size: int64(n)}
 	}
 	tag := func(n int, ref string) Descriptor {
 		x := d(n)
@@ -205,35 +209,67 @@ func TestResolve(t *testing.T) {
 		tag(9, "ghcr.io/acme/bpftop:v1"),
 		tag(10, "ghcr.io/acme/snap:v1"),
 		tag(11, "ghcr.io/acme/snap:v2"),
+		tag(12, "trace_exec:latest"),
+		tag(12, "acme/exec:v1"), // a second name of image 12
+		tag(0xee1, "one"),
+		tag(0xee2, "two"),
 	}
 	tests := []struct {
 		ref     string
 		want    int
 		wantErr error
+		// errText is part of the error's message.
+		errText string
 	}{
 		{ref: "ghcr.io/acme/trace_open:v1", want: 2},
 		{ref: "ghcr.io/acme/trace_open", want: 1},
 		{ref: "trace_open", want: 1},
 		{ref: "trace_open:v2", want: 3},
 		{ref: "trace_open:v3", wantErr: ErrNotFound},
-		{ref: "exec", wantErr: ErrAmbiguous},
+		{ref: "exec", wantErr: ErrAmbiguous, errText: "matches ghcr.io/acme/exec:latest, quay.io/x/exec:latest"},
 		{ref: "exec:latest", wantErr: ErrAmbiguous},
 		{ref: "localimg", want: 6},
 		{ref: "bpftop", want: 9},
 		{ref: "snap", wantErr: ErrAmbiguous},
-		{ref: d(8).Digest, want: 8},
-		{ref: "sha256:" + strings.Repeat("9", 64), wantErr: ErrNotFound},
 		{ref: helper, want: 7},
 		{ref: helper[:20], wantErr: ErrNotFound},
 		{ref: "acme/trace_open", wantErr: ErrNotFound},
 		{ref: "", wantErr: ErrNotFound},
+
+		// Digests, in full or as a prefix (`image list` shows 12 hex digits).
+		{ref: d(8).Digest, want: 8},
+		{ref: d(12).Digest, want: 12},
+		{ref: d(12).Digest[:19], want: 12},
+		{ref: "sha256:ee1", want: 0xee1},
+		{ref: "sha256:ee", wantErr: ErrAmbiguous, errText: "matches " + d(0xee1).Digest + ", " + d(0xee2).Digest},
+		{ref: "sha256:" + strings.Repeat("9", 64), wantErr: ErrNotFound, errText: "no image has this digest"},
+		{ref: d(7).Digest, wantErr: ErrNotFound}, // a signature manifest is not an image
+		{ref: "sha256:", wantErr: ErrNotFound, errText: "up to 64 lowercase hex digits"},
+		{ref: "sha256:0EE1", wantErr: ErrNotFound, errText: "up to 64 lowercase hex digits"},
+
+		// Pinned references: the digest selects, the name must be one of its tags.
+		{ref: "trace_exec@" + d(12).Digest, want: 12},
+		{ref: "trace_exec:latest@" + d(12).Digest, want: 12},
+		{ref: "acme/exec:v1@" + d(12).Digest, want: 12},
+		{ref: "acme/exec@" + d(12).Digest, want: 12}, // the repository, as docker reads NAME@DIGEST
+		{ref: "ghcr.io/acme/trace_open@" + d(2).Digest, want: 2},
+		{ref: "trace_open@" + d(3).Digest, want: 3},
+		{ref: "trace_open:v1@" + d(2).Digest, want: 2},
+		{ref: "exec@" + d(4).Digest, want: 4}, // the digest settles what the name alone leaves ambiguous
+		{ref: "trace_exec@" + d(9).Digest, wantErr: ErrNotFound,
+			errText: `image "trace_exec@` + d(9).Digest + `": not found: trace_exec points elsewhere: trace_exec:latest is ` + d(12).Digest},
+		{ref: "nosuch@" + d(12).Digest, wantErr: ErrNotFound, errText: "nosuch is not a tag of " + d(12).Digest},
+		{ref: "trace_exec@sha256:" + strings.Repeat("9", 64), wantErr: ErrNotFound,
+			errText: "no image has digest sha256:" + strings.Repeat("9", 64) + ", and trace_exec:latest is " + d(12).Digest},
+		{ref: "trace_exec@" + d(12).Digest[:19], wantErr: nil, errText: "want sha256:<64 lowercase hex>"},
+		{ref: "@" + d(12).Digest, wantErr: ErrNotFound, errText: "no name before @"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			got, err := resolve(entries, tt.ref)
-			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("resolve(%q) = %v, %v; want %v", tt.ref, got.Digest, err, tt.wantErr)
+			if tt.wantErr != nil || tt.errText != "" {
+				if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), tt.errText) {
+					t.Fatalf("resolve(%q) = %v, %v; want %v containing %q", tt.ref, got.Digest, err, tt.wantErr, tt.errText)
 				}
 				return
 			}
@@ -242,9 +278,28 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
-	_, err := resolve(entries, "exec")
-	if want := "matches ghcr.io/acme/exec:latest, quay.io/x/exec:latest"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("ambiguous error %v does not list candidates (%s)", err, want)
+}
+
+func TestCheckImageTag(t *testing.T) {
+	h := strings.Repeat("ab", 32)
+	for ref, want := range map[string]string{
+		"trace_exec:v2":                       "",
+		"ghcr.io/acme/trace_exec:latest":      "",
+		"localhost:5000/g:sha256-abc":         "",
+		"sha256-" + h + ".sig":                "reserved for signatures",
+		"sha256-" + h + ".att":                "reserved for signatures",
+		"sha256-" + h + ".sbom":               "reserved for signatures",
+		"sha256-" + h:                         "reserved for signatures",
+		"ghcr.io/acme/g:sha256-" + h + ".sig": "reserved for signatures",
+		"sha256:" + h:                         "reads as a digest",
+		"g@sha256:" + h:                       "a tag has no @",
+		"bad ref":                             "spaces or control characters",
+		"":                                    "empty",
+	} {
+		err := CheckImageTag(ref)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckImageTag(%q) = %v, want %q", ref, err, want)
+		}
 	}
 }
 

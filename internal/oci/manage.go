@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,52 +32,66 @@ func helperTags(idx *Index, digest string) []string {
 	return out
 }
 
-// Remove untags ref. When no other tag names the same image, its signature and referrer tags
-// go too, and every blob no longer reachable from index.json is deleted. It returns how many
-// blobs were deleted.
-func (l *Layout) Remove(ref string) (int, error) {
+// Remove untags what ref resolves to, as Resolve resolves it: one tag, or, when ref is a
+// digest, every tag of that image. When no other tag names the image, its own untagged
+// entries and its signature and referrer tags go too, and every blob no longer reachable from
+// index.json is deleted. It returns the image tags removed (helper tags left out) and how
+// many blobs were deleted.
+func (l *Layout) Remove(ref string) ([]string, int, error) {
 	unlock, err := l.lock()
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	defer unlock()
-	desc, err := l.Lookup(ref)
-	if err != nil {
-		return 0, fmt.Errorf("remove %s: %w", ref, err)
-	}
+	var removed []string
 	err = l.updateIndexLocked(func(idx *Index) error {
-		drop := []string{ref}
-		stillTagged := slices.ContainsFunc(idx.Manifests, func(d Descriptor) bool {
-			r := d.Annotations[AnnotationRefName]
-			return r != ref && r != "" && d.Digest == desc.Digest
-		})
-		if !stillTagged {
-			drop = append(drop, helperTags(idx, desc.Digest)...)
+		desc, err := resolve(idx.Manifests, ref)
+		if err != nil {
+			return err
 		}
+		tag := desc.Annotations[AnnotationRefName]
+		// A digest stands for the image, not for the one tag resolve happened to return.
+		wholeImage := isDigestRef(ref) && tag != ref
+		stillTagged := !wholeImage && slices.ContainsFunc(idx.Manifests, func(d Descriptor) bool {
+			r, ok := d.Annotations[AnnotationRefName]
+			return ok && r != tag && !IsHelperTag(r) && d.Digest == desc.Digest
+		})
+		helpers := helperTags(idx, desc.Digest)
 		idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d Descriptor) bool {
-			r := d.Annotations[AnnotationRefName]
-			// Untagged entries about the image (referrers listed in index.json) go with it.
-			return slices.Contains(drop, r) || (!stillTagged && r == "" && d.Digest == desc.Digest)
+			r, tagged := d.Annotations[AnnotationRefName]
+			var drop bool
+			if stillTagged {
+				drop = tagged && r == tag
+			} else {
+				drop = d.Digest == desc.Digest || (tagged && slices.Contains(helpers, r))
+			}
+			if drop && tagged && !IsHelperTag(r) {
+				removed = append(removed, r)
+			}
+			return drop
 		})
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("remove %s: %w", ref, err)
+		return nil, 0, fmt.Errorf("remove %s: %w", ref, err)
 	}
+	slices.Sort(removed)
 	n, err := l.collectGarbage()
 	if err != nil {
-		return n, fmt.Errorf("remove %s: %w", ref, err)
+		return removed, n, fmt.Errorf("remove %s: %w", ref, err)
 	}
-	return n, nil
+	return removed, n, nil
 }
 
-// reachable adds d and everything it references (index entries, config, layers) to set. A
-// referrer's subject is not followed: signatures do not keep their image alive.
-func (l *Layout) reachable(d Descriptor, set map[string]bool) error {
-	if set[d.Digest] {
+// reachable adds d and everything it references (index entries, config, layers) to set, by
+// digest, each with the descriptor that first named it, so that reading it later checks the
+// size and reports the media type its manifest gives. A referrer's subject is not followed:
+// signatures do not keep their image alive.
+func (l *Layout) reachable(d Descriptor, set map[string]Descriptor) error {
+	if _, ok := set[d.Digest]; ok {
 		return nil
 	}
-	set[d.Digest] = true
+	set[d.Digest] = d
 	switch {
 	case IsIndex(d.MediaType):
 		idx, err := l.ReadIndex(d)
@@ -93,9 +108,10 @@ func (l *Layout) reachable(d Descriptor, set map[string]bool) error {
 		if err != nil {
 			return err
 		}
-		set[m.Config.Digest] = true
-		for _, layer := range m.Layers {
-			set[layer.Digest] = true
+		for _, b := range append([]Descriptor{m.Config}, m.Layers...) {
+			if _, ok := set[b.Digest]; !ok {
+				set[b.Digest] = b
+			}
 		}
 	}
 	return nil
@@ -109,7 +125,7 @@ func (l *Layout) collectGarbage() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	keep := map[string]bool{}
+	keep := map[string]Descriptor{}
 	for _, d := range idx.Manifests {
 		if err := l.reachable(d, keep); err != nil && !errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("garbage collection stopped: %w", err)
@@ -122,7 +138,7 @@ func (l *Layout) collectGarbage() (int, error) {
 	}
 	n := 0
 	for _, e := range entries {
-		if !keep["sha256:"+e.Name()] {
+		if _, ok := keep["sha256:"+e.Name()]; !ok {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return n, err
 			}
@@ -134,7 +150,8 @@ func (l *Layout) collectGarbage() (int, error) {
 
 // Export writes the images refs name, with their signature and referrer tags and every blob
 // they reach, as a new OCI image layout: a directory, or a tar when dst ends in ".tar" (the
-// form `ig image export` writes and Import reads). Every blob is digest-checked on the way.
+// form `ig image export` writes and Import reads). Every blob is digest-checked before
+// anything is written; a damaged blob is named by the media type its manifest gives it.
 func (l *Layout) Export(dst string, refs ...string) error {
 	unlock, err := l.lock()
 	if err != nil {
@@ -146,9 +163,9 @@ func (l *Layout) Export(dst string, refs ...string) error {
 		return err
 	}
 	out := Index{SchemaVersion: 2, MediaType: MediaTypeIndex}
-	blobs := map[string]bool{}
+	blobs := map[string]Descriptor{}
 	for _, ref := range refs {
-		desc, err := l.Resolve(ref)
+		desc, err := resolve(idx.Manifests, ref)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", ref, err)
 		}
@@ -160,11 +177,23 @@ func (l *Layout) Export(dst string, refs ...string) error {
 			}
 			entries = append(entries, d)
 		}
+		own := map[string]Descriptor{}
 		for _, d := range entries {
-			if err := l.reachable(d, blobs); err != nil {
+			if err := l.reachable(d, own); err != nil {
 				return fmt.Errorf("export %s: %w", ref, err)
 			}
 			setTag(&out, d.Annotations[AnnotationRefName], d)
+		}
+		// Every blob is checked before anything is written, so that a damaged image exports
+		// nothing, and the error names the image it belongs to.
+		for digest, d := range own {
+			if _, done := blobs[digest]; done {
+				continue
+			}
+			if _, err := l.ReadBlob(d); err != nil {
+				return fmt.Errorf("export %s: %w", ref, err)
+			}
+			blobs[digest] = d
 		}
 	}
 	if strings.HasSuffix(dst, ".tar") {
@@ -174,8 +203,12 @@ func (l *Layout) Export(dst string, refs ...string) error {
 	if err != nil {
 		return err
 	}
-	for digest := range blobs {
-		if err := l.copyBlobTo(target, digest); err != nil {
+	for _, d := range blobs {
+		data, err := l.ReadBlob(d)
+		if err != nil {
+			return err
+		}
+		if _, err := target.WriteBlob(d.MediaType, data); err != nil {
 			return err
 		}
 	}
@@ -187,30 +220,7 @@ func (l *Layout) Export(dst string, refs ...string) error {
 	})
 }
 
-func (l *Layout) copyBlobTo(target *Layout, digest string) error {
-	data, err := l.readBlobByDigest(digest)
-	if err != nil {
-		return err
-	}
-	_, err = target.WriteBlob("", data)
-	return err
-}
-
-// readBlobByDigest reads a blob whose size is not known from a descriptor, checking its
-// digest.
-func (l *Layout) readBlobByDigest(digest string) ([]byte, error) {
-	h, err := DigestHex(digest)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := os.Stat(l.blobPath(h))
-	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", digest, err)
-	}
-	return l.ReadBlob(Descriptor{MediaType: "application/octet-stream", Digest: digest, Size: fi.Size()})
-}
-
-func (l *Layout) exportTar(dst string, idx Index, blobs map[string]bool) (err error) {
+func (l *Layout) exportTar(dst string, idx Index, blobs map[string]Descriptor) (err error) {
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
@@ -241,17 +251,12 @@ func (l *Layout) exportTar(dst string, idx Index, blobs map[string]bool) (err er
 	if err := add("index.json", index); err != nil {
 		return err
 	}
-	digests := make([]string, 0, len(blobs))
-	for d := range blobs {
-		digests = append(digests, d)
-	}
-	slices.Sort(digests)
-	for _, d := range digests {
-		data, err := l.readBlobByDigest(d)
+	for _, digest := range slices.Sorted(maps.Keys(blobs)) {
+		data, err := l.ReadBlob(blobs[digest])
 		if err != nil {
 			return err
 		}
-		h, _ := DigestHex(d)
+		h, _ := DigestHex(digest)
 		if err := add("blobs/sha256/"+h, data); err != nil {
 			return err
 		}

@@ -493,7 +493,7 @@ func (s *Store) Audit(e AuditEntry) error {
 
 // AuditLog returns the audit log, oldest first.
 func (s *Store) AuditLog() ([]AuditEntry, error) {
-	var out []AuditEntry
+	out := []AuditEntry{} // an empty log is [] in `trust audit -o json`, not null
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(auditPrefix), PrefetchValues: true})
 		defer it.Close()
