@@ -23,6 +23,38 @@ type TrustState struct {
 	Signatures  int    `json:"signatures"`
 }
 
+// existingDataDir refuses a data directory that does not exist. Only importing and the agent
+// create one: a command that reads it would otherwise make a mistyped --data-dir look like a
+// device with no images and no trust.
+func existingDataDir(dataDir string) error {
+	fi, err := os.Stat(dataDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("data directory %s does not exist (is --data-dir right? `bpfleet image import` and the agent create it)", dataDir)
+	case err != nil:
+		return fmt.Errorf("data directory: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("data directory %s is not a directory (is --data-dir right?)", dataDir)
+	}
+	return nil
+}
+
+// openImages opens the image store of an existing data directory.
+func openImages(dataDir string) (*oci.Layout, error) {
+	if err := existingDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	return oci.Open(imageDir(dataDir))
+}
+
+// openTrust opens the trust store of an existing data directory.
+func openTrust(dataDir string) (*store.Store, error) {
+	if err := existingDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	return store.Open(trustDir(dataDir), store.Options{})
+}
+
 // TrustStatus reads the trust store's state.
 func TrustStatus(dataDir string) (TrustState, error) {
 	snap, err := snapshot(dataDir)
@@ -37,7 +69,7 @@ func TrustStatus(dataDir string) (TrustState, error) {
 // of the store at once, so that the agent can keep applying deltas while the caller verifies
 // and runs. A store changed behind bpfleet's back is refused, not trusted.
 func snapshot(dataDir string) (*store.Snapshot, error) {
-	s, err := store.Open(trustDir(dataDir), store.Options{})
+	s, err := openTrust(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +82,7 @@ func snapshot(dataDir string) (*store.Snapshot, error) {
 
 // ImportImage imports an OCI image layout directory or tar into the device's image store.
 func ImportImage(dataDir, src string) ([]oci.Descriptor, error) {
-	l, err := oci.Open(imageDir(dataDir))
+	l, err := oci.Open(imageDir(dataDir)) // creates the data directory on a fresh device
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +91,7 @@ func ImportImage(dataDir, src string) ([]oci.Descriptor, error) {
 
 // Images lists the device's images.
 func Images(dataDir string) ([]oci.Image, error) {
-	l, err := oci.Open(imageDir(dataDir))
+	l, err := openImages(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +109,7 @@ func ApproveRun(dataDir, ref string) (*verify.Approved, error) {
 	if d.Override == nil {
 		return g, nil
 	}
-	s, err := store.Open(trustDir(dataDir), store.Options{})
+	s, err := openTrust(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("record break-glass use: %w", err)
 	}
@@ -91,7 +123,7 @@ func ApproveRun(dataDir, ref string) (*verify.Approved, error) {
 
 // AuditLog returns the device's audit log (break-glass overrides received and used).
 func AuditLog(dataDir string) ([]store.AuditEntry, error) {
-	s, err := store.Open(trustDir(dataDir), store.Options{})
+	s, err := openTrust(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +134,7 @@ func AuditLog(dataDir string) ([]store.AuditEntry, error) {
 // Verify verifies the gadget ref offline: against the trust store, or, when keyFiles are
 // given, against exactly those public keys (ad-hoc mode, like `cosign verify --key`).
 func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
-	images, err := oci.Open(imageDir(dataDir))
+	images, err := openImages(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -132,32 +164,49 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 	return verify.Gadget(snap, images, ref, verify.WithKeyless(sigstore.Keyless))
 }
 
-// RemoveImage untags ref in the device's image store and deletes what nothing else uses.
-func RemoveImage(dataDir, ref string) (int, error) {
-	l, err := oci.Open(imageDir(dataDir))
+// RemoveImage untags ref (a tag, short name, pinned reference or digest, resolved as every
+// command resolves it) in the device's image store and deletes what nothing else uses. It
+// returns the tags removed and how many blobs were deleted.
+func RemoveImage(dataDir, ref string) ([]string, int, error) {
+	l, err := openImages(dataDir)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	return l.Remove(ref)
 }
 
-// TagImage gives the image src also the name dst.
-func TagImage(dataDir, src, dst string) error {
-	l, err := oci.Open(imageDir(dataDir))
+// TagImage gives the image src also the name dst, which oci.CheckImageTag must accept. It
+// returns the digest dst now names and the one it named before ("" if it is new), so that the
+// caller can say when a tag moved.
+func TagImage(dataDir, src, dst string) (digest, prev string, err error) {
+	if err := oci.CheckImageTag(dst); err != nil {
+		return "", "", err
+	}
+	l, err := openImages(dataDir)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	d, err := l.Resolve(src)
 	if err != nil {
-		return err
+		return "", "", err
 	}
-	return l.Tag(dst, d)
+	switch old, err := l.Lookup(dst); {
+	case err == nil:
+		prev = old.Digest
+	case !errors.Is(err, oci.ErrNotFound):
+		return "", "", err
+	}
+	// Compare-and-swap, so that the digest reported as replaced is the one that was.
+	if err := l.TagIfUnchanged(dst, prev, d); err != nil {
+		return "", "", err
+	}
+	return d.Digest, prev, nil
 }
 
 // ExportImages writes refs, with their signatures, as an OCI layout directory or (dst ending
 // in .tar) its tar.
 func ExportImages(dataDir, dst string, refs ...string) error {
-	l, err := oci.Open(imageDir(dataDir))
+	l, err := openImages(dataDir)
 	if err != nil {
 		return err
 	}
@@ -178,15 +227,24 @@ type ImageInfo struct {
 
 // PlatformInfo is one architecture's manifest of an image.
 type PlatformInfo struct {
-	Platform string           `json:"platform"`
-	Manifest string           `json:"manifest"`
-	Layers   []oci.Descriptor `json:"layers"`
+	Platform string      `json:"platform"`
+	Manifest string      `json:"manifest"`
+	Layers   []LayerInfo `json:"layers"`
+}
+
+// LayerInfo is one layer of a manifest. It is not an oci.Descriptor because this is bpfleet's
+// own output, snake_case like the rest, while OCI's JSON is camelCase.
+type LayerInfo struct {
+	MediaType   string            `json:"media_type"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // InspectImage reads an image's structure; it verifies nothing (use Verify for that), but every
 // blob it reads is digest-checked.
 func InspectImage(dataDir, ref string) (ImageInfo, error) {
-	l, err := oci.Open(imageDir(dataDir))
+	l, err := openImages(dataDir)
 	if err != nil {
 		return ImageInfo{}, err
 	}
@@ -194,7 +252,7 @@ func InspectImage(dataDir, ref string) (ImageInfo, error) {
 	if err != nil {
 		return ImageInfo{}, err
 	}
-	info := ImageInfo{Ref: ref, Digest: d.Digest, MediaType: d.MediaType}
+	info := ImageInfo{Ref: ref, Digest: d.Digest, MediaType: d.MediaType, Platforms: []PlatformInfo{}}
 	manifests := []oci.Descriptor{d}
 	if oci.IsIndex(d.MediaType) {
 		idx, err := l.ReadIndex(d)
@@ -212,7 +270,11 @@ func InspectImage(dataDir, ref string) (ImageInfo, error) {
 		if m.Platform != nil {
 			p = m.Platform.OS + "/" + m.Platform.Architecture
 		}
-		info.Platforms = append(info.Platforms, PlatformInfo{Platform: p, Manifest: m.Digest, Layers: manifest.Layers})
+		layers := make([]LayerInfo, len(manifest.Layers))
+		for i, l := range manifest.Layers {
+			layers[i] = LayerInfo{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size, Annotations: l.Annotations}
+		}
+		info.Platforms = append(info.Platforms, PlatformInfo{Platform: p, Manifest: m.Digest, Layers: layers})
 	}
 	sigs, err := cosign.ReadSignatures(l, d.Digest)
 	if err != nil {

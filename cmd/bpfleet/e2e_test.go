@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -555,16 +558,100 @@ func TestImageLifecycle(t *testing.T) {
 	if r := tampered.verifyRefused("acme/exec:v1", "--key", e.path("keys/gadget.pub")); r.Reason != "tampered" || !strings.Contains(r.Error, config) {
 		t.Fatalf("verify with a changed config blob: %+v", r)
 	}
-
-	e.device("image", "remove", "trace_exec:latest")
-	if out := e.device("image", "list"); strings.Contains(out, "trace_exec") || !strings.Contains(out, "acme/exec:v1") {
-		t.Fatalf("after removing one tag:\n%s", out)
+	// Export names the changed blob by its manifest's media type, as verify does.
+	if out, err := tampered.tryDevice("image", "export", "acme/exec:v1", "-o", e.path("tampered.tar")); err == nil ||
+		!strings.Contains(out, "blob "+config+" ("+oci.MediaTypeGadgetConfig+")") {
+		t.Fatalf("export of a changed image: %v\n%s", err, out)
 	}
-	if out := e.device("image", "remove", "acme/exec:v1"); !strings.Contains(out, "blob(s) deleted") || strings.Contains(out, " 0 blob") {
-		t.Fatalf("removing the last tag: %s", out)
+
+	// A second image, to point tags elsewhere.
+	e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", "other:v1", "--elf", e.gadget,
+		"--metadata", "../../gadgets/trace_exec/gadget.yaml")
+	e.device("image", "import", e.path("layout"))
+	var images []struct {
+		Ref, Digest string
+		MediaType   string `json:"media_type"`
+	}
+	if err := json.Unmarshal([]byte(e.device("image", "list", "-o", "json")), &images); err != nil {
+		t.Fatal(err)
+	}
+	otherDigest := ""
+	for _, img := range images {
+		if img.Ref == "other:v1" && img.MediaType == oci.MediaTypeIndex {
+			otherDigest = img.Digest
+		}
+	}
+	if otherDigest == "" || otherDigest == info.Digest {
+		t.Fatalf("image list -o json: %+v", images)
+	}
+	emptyDir := filepath.Join(e.work, "empty-device")
+	if err := os.Mkdir(emptyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(e.work, "nonexist")
+	notLayout := e.path("empty.tar")
+	if err := os.WriteFile(notLayout, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Every command resolves references alike (short names, NAME@DIGEST, digests); tag and
+	// remove say what they did, and refuse what would hide or lose a signature.
+	sig := "sha256-" + strings.TrimPrefix(info.Digest, "sha256:") + ".sig"
+	type step struct {
+		dataDir string // default e.dataDir
+		args    []string
+		fails   bool
+		want    string // in the combined output
+	}
+	steps := []step{
+		{args: []string{"image", "tag", "trace_exec", sig}, fails: true, want: `bpfleet: invalid tag "` + sig + `": tags of the form sha256-<digest>, .sig, .att or .sbom are reserved`},
+		{args: []string{"image", "inspect", "trace_exec@" + info.Digest}, want: "signatures: 1 legacy, 1 referrer(s)"},
+		{args: []string{"verify", "trace_exec@" + info.Digest, "--key", e.path("keys/gadget.pub")}, want: "verified trace_exec@" + info.Digest},
+		{args: []string{"verify", "trace_exec@" + otherDigest}, fails: true,
+			want: `bpfleet: verify trace_exec@` + otherDigest + `: image "trace_exec@` + otherDigest + `": not found: trace_exec points elsewhere: trace_exec:latest is ` + info.Digest},
+		{args: []string{"image", "inspect", info.Digest[:19]}, want: "digest:     " + info.Digest},
+		{args: []string{"image", "tag", "other:v1", "spare:v1"}},
+		{args: []string{"image", "tag", "trace_exec", "spare:v1"}, want: "moved tag spare:v1 from " + otherDigest + " to " + info.Digest},
+		{args: []string{"image", "remove", "other"}, want: "removed other:v1 ("},
+		{args: []string{"image", "remove", "sha256:" + strings.Repeat("9", 64)}, fails: true,
+			want: "bpfleet: remove sha256:" + strings.Repeat("9", 64) + ": image sha256:" + strings.Repeat("9", 64) + ": not found: no image has this digest"},
+		{args: []string{"image", "remove", "trace_exec"}, want: "removed trace_exec:latest ("},
+		{dataDir: emptyDir, args: []string{"image", "list", "-o", "json"}, want: "[]\n"},
+		{dataDir: emptyDir, args: []string{"trust", "audit", "-o", "json"}, want: "[]\n"},
+		{dataDir: emptyDir, args: []string{"image", "import", notLayout}, fails: true,
+			want: "bpfleet: import " + notLayout + ": not an OCI image layout: it has no oci-layout file\n"},
+	}
+	for _, cmd := range []string{"image list", "image inspect trace_exec", "verify trace_exec", "trust status", "trust audit"} {
+		steps = append(steps, step{dataDir: missing, args: strings.Fields(cmd), fails: true,
+			want: "bpfleet: data directory " + missing + " does not exist (is --data-dir right? `bpfleet image import` and the agent create it)\n"})
+	}
+	for _, st := range steps {
+		dir := cmp.Or(st.dataDir, e.dataDir)
+		out, err := e.try(e.bin, append([]string{"--data-dir", dir}, st.args...)...)
+		if (err != nil) != st.fails || !strings.Contains(out, st.want) {
+			t.Errorf("bpfleet %s: err %v, output:\n%s\nwant (failing: %t) %q", strings.Join(st.args, " "), err, out, st.fails, st.want)
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read-only commands created %s: %v", missing, err)
+	}
+	if out := e.device("image", "list"); strings.Contains(out, "trace_exec") || strings.Contains(out, "other:v1") ||
+		!strings.Contains(out, "acme/exec:v1") || !strings.Contains(out, "spare:v1") {
+		t.Fatalf("after removing trace_exec and other:\n%s", out)
+	}
+	// A digest removes every tag of the image, with its signatures and blobs.
+	want := "removed acme/exec:v1, spare:v1 ("
+	if out := e.device("image", "remove", info.Digest); !strings.Contains(out, want) || strings.Contains(out, " 0 blob") {
+		t.Fatalf("removing by digest: %s, want %s", out, want)
 	}
 	blobs, err := os.ReadDir(filepath.Join(e.dataDir, "images", "blobs", "sha256"))
 	if err != nil || len(blobs) != 0 {
 		t.Fatalf("blobs left after removing every image: %d, %v", len(blobs), err)
+	}
+	deviceImages, err := oci.Open(filepath.Join(e.dataDir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := deviceImages.Index(); err != nil || len(idx.Manifests) != 0 {
+		t.Fatalf("index.json entries left after removing every image: %+v, %v", idx.Manifests, err)
 	}
 }

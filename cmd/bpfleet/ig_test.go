@@ -77,7 +77,10 @@ func TestIGTraceOpenImage(t *testing.T) {
 		Referrers        int
 		Platforms        []struct {
 			Platform, Manifest string
-			Layers             []struct{ MediaType, Digest string }
+			Layers             []struct {
+				MediaType string `json:"media_type"`
+				Digest    string
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(e.device("image", "inspect", igRef, "-o", "json")), &info); err != nil {

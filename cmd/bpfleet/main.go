@@ -174,23 +174,35 @@ func imageCmd(dataDir *string) *cobra.Command {
 	addOutputFlag(inspect, &inspectOut)
 	remove := &cobra.Command{
 		Use:   "remove REF",
-		Short: "Untag an image; its blobs and signatures go when no other tag uses them",
+		Short: "Untag an image (a digest: every tag of it); its blobs and signatures go when no other tag uses them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			n, err := agent.RemoveImage(*dataDir, args[0])
+			tags, n, err := agent.RemoveImage(*dataDir, args[0])
 			if err != nil {
 				return err
 			}
-			fmt.Printf("removed %s (%d blob(s) deleted)\n", args[0], n)
+			what := strings.Join(tags, ", ")
+			if what == "" { // an untagged image, or a signature's own tag
+				what = args[0]
+			}
+			fmt.Printf("removed %s (%d blob(s) deleted)\n", what, n)
 			return nil
 		},
 	}
 	tag := &cobra.Command{
 		Use:   "tag REF NEWREF",
-		Short: "Give an image another name",
+		Short: "Give an image another name (moving NEWREF if it names another image)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return agent.TagImage(*dataDir, args[0], args[1])
+			digest, prev, err := agent.TagImage(*dataDir, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			// Repointing a tag is allowed, as with docker tag, but not silently.
+			if prev != "" && prev != digest {
+				fmt.Fprintf(os.Stderr, "moved tag %s from %s to %s\n", args[1], prev, digest)
+			}
+			return nil
 		},
 	}
 	var exportTo string
