@@ -35,6 +35,14 @@ type Arch struct {
 // not ftrace direct calls (arm64 has them from Linux 6.4).
 const FentryUnsupported = "fentry/fexit are not supported by this kernel"
 
+// NoBTF and NoBTFCORE are what the runner says when a CO-RE gadget meets a kernel without BTF
+// and an image without a btfgen entry for it (runner/btfgen.go, then runner.go's loadError):
+// Debian's armmp kernel.
+const (
+	NoBTF     = "this kernel has no BTF (CONFIG_DEBUG_INFO_BTF"
+	NoBTFCORE = "and the gadget is compiled for CO-RE against it"
+)
+
 // Arches are the testbed's architectures, by GOARCH. The module lists are the ones measured
 // on Debian's kernels (see the package doc): virtio_ring and virtio are built in on arm.
 var Arches = map[string]Arch{

@@ -23,12 +23,15 @@ import (
 // is even up, the agent applies delta 1 and the guest verifies trace_exec, while the kprobe
 // gadget is still refused. The host publishes delta 2 (the kprobe and fentry gadgets'
 // signatures); once the device reports it, the host stops the broker; the guest verifies and
-// runs trace_exec offline, sees its own exec, does the same with a kprobe gadget
-// (trace_kprobe_exec) and an fentry gadget (trace_fentry_exec; on kernels without fentry, the
-// runner must refuse it with a clear error), and refuses a tampered copy. On a kernel without
-// BTF (armv7) the runner must refuse trace_exec, naming the missing BTF, and the guest instead
-// verifies and runs trace_exec_nocore (signed in delta 2), which has no CO-RE relocations, and
-// sees the probe's exec. The guest reports on the console; this test asserts every step.
+// runs trace_exec offline, sees its own exec, does the same with trace_kprobe_exec (kprobe and
+// kretprobe) and trace_fentry_exec (fentry and fexit), whose events exist only when both
+// programs ran and carry bprm_execve's return value (on kernels without fentry, the runner
+// must refuse the latter with a clear error), refuses an unsigned copy of trace_exec, then
+// changes one byte of trace_exec's signed eBPF layer in its image store and must see it refused
+// for the digest mismatch. On a kernel without BTF (armv7) the runner must refuse the three
+// CO-RE gadgets, naming the missing BTF, and the guest instead verifies and runs
+// trace_exec_nocore (signed in delta 2), which has no CO-RE relocations, and sees the probe's
+// exec. The guest reports on the console; this test asserts every step.
 
 const guestTimeout = 90 // seconds for each wait inside the guest
 
@@ -86,6 +89,32 @@ func newHost(t *testing.T) *host {
 	return h
 }
 
+// boot boots initrd on k in n. Its console is kept in h.consoles/<name>-console.log and
+// logged if the test fails; QEMU is killed when the test ends.
+func (h *host) boot(t *testing.T, n *Netns, k *Kernel, initrd, name string) *VM {
+	t.Helper()
+	console, err := os.Create(filepath.Join(h.consoles, name+"-console.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { console.Close() })
+	vm, err := Boot(n, k, initrd, console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		if t.Failed() {
+			var b strings.Builder
+			for _, l := range vm.Lines() {
+				fmt.Fprintf(&b, "%7.2fs %s\n", l.At.Seconds(), l.Text)
+			}
+			t.Logf("%s console:\n%s", name, b.String())
+		}
+	})
+	return vm
+}
+
 func runtimeArch() string {
 	out, _ := exec.Command("go", "env", "GOARCH").Output()
 	return strings.TrimSpace(string(out))
@@ -136,7 +165,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		signedLater = append(signedLater, "trace_exec_nocore")
 	}
 
-	// Operator: keys, the gadget packaged for this arch and signed, a tampered copy, root 1.
+	// Operator: keys, the gadget packaged for this arch and signed, an unsigned copy, root 1.
 	fleet := "testbed-" + arch.Name
 	device := "tb-" + arch.Name
 	for _, key := range []string{"root", "fleet", "gadget"} {
@@ -159,12 +188,13 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A byte changed, so that its digest is one nobody signed.
 	obj[len(obj)/2] ^= 0xff
-	if err := os.WriteFile(p("tampered.bpf.o"), obj, 0o644); err != nil {
+	if err := os.WriteFile(p("unsigned.bpf.o"), obj, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.run(t, h.ctl, "package", "--layout", p("tampered"), "--ref", "trace_exec:tampered", "--arch", arch.Name,
-		"--elf", p("tampered.bpf.o"), "--metadata", meta)
+	h.run(t, h.ctl, "package", "--layout", p("unsigned"), "--ref", "trace_exec:unsigned", "--arch", arch.Name,
+		"--elf", p("unsigned.bpf.o"), "--metadata", meta)
 	h.run(t, h.ctl, "root", "--state-dir", p("fleet"), "--fleet", fleet, "--root-key", p("keys/root.pub"),
 		"--delta-key", p("keys/fleet.pub"), "--sign", p("keys/root.key"))
 	// Delta 1 ships in the firmware: the gadget key and trace_exec's signature only.
@@ -203,9 +233,9 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 
 	// The firmware: pre-provisioned with the fleet's root and delta 1.
 	scenario := map[string]any{"broker": fmt.Sprintf("10.0.2.2:%d", broker.Port), "gadget": "trace_exec:latest",
-		"tampered": "trace_exec:tampered", "kprobe": "trace_kprobe_exec:latest", "fentry": "trace_fentry_exec:latest",
+		"unsigned": "trace_exec:unsigned", "kprobe": "trace_kprobe_exec:latest", "fentry": "trace_fentry_exec:latest",
 		"probe": "/bin/bpfleet-probe", "timeout": guestTimeout, "provisioned_version": 1, "delta_version": 2}
-	layouts := []string{p("trace_exec"), p("tampered")}
+	layouts := []string{p("trace_exec"), p("unsigned")}
 	var deltaSigs []string
 	for _, g := range signedLater {
 		layouts = append(layouts, p(g))
@@ -235,26 +265,7 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	t.Logf("%s: kernel %s, firmware %.1f MB with %d module(s), prepared in %s", arch.Name, k.Release,
 		float64(info.Size())/1e6, len(modules), time.Since(setupStart).Round(time.Millisecond))
 
-	// Boot.
-	console, err := os.Create(filepath.Join(h.consoles, arch.Name+"-console.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer console.Close()
-	vm, err := Boot(ns, k, initrd, console)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(vm.Kill)
-	defer func() {
-		if t.Failed() {
-			var b strings.Builder
-			for _, l := range vm.Lines() {
-				fmt.Fprintf(&b, "%7.2fs %s\n", l.At.Seconds(), l.Text)
-			}
-			t.Logf("%s console:\n%s", arch.Name, b.String())
-		}
-	}()
+	vm := h.boot(t, ns, k, initrd, arch.Name)
 
 	// Delta 2 arrives over MQTT: the kprobe and fentry gadgets' signatures (and trace_exec_nocore's).
 	h.run(t, h.ctl, append([]string{"delta", "--state-dir", p("fleet"), "--sign", p("keys/fleet.key")},
@@ -287,32 +298,31 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		"pre_trust": "refused", "trust_version": "2", "trust_keys": "1",
 		// Provisioned delta 1, applied by the agent before the guest's network is up.
 		"pretrust_version": "1", "pretrust_net": "down", "pretrust_verify": "ok", "pre_delta_kprobe": "refused", "broker": "gone", "verify": "ok",
-		"event_comm": "bpfleet-probe", "event_pid_match": "true", "tampered": "refused", "done": "ok",
-		// The kprobe gadget (kprobe/bprm_execve) sees the probe's exec before the probe runs:
-		// its comm is still that of the guest's /init.
-		"kprobe_verify": "ok", "kprobe_event_filename": "/bin/bpfleet-probe", "kprobe_event_comm": "init",
-		"kprobe_event_pid_match": "true",
-		"fentry_verify":          "ok",
+		"event_comm": "bpfleet-probe", "event_pid_match": "true", "unsigned": "refused", "tampered": "refused", "done": "ok",
+		"kprobe_verify": "ok", "fentry_verify": "ok",
 	}
-	if arch.HasFentry {
-		// The fentry gadget (fentry/bprm_execve) sees what the kprobe gadget sees.
-		want["fentry_gadget"], want["fentry_event_filename"], want["fentry_event_comm"], want["fentry_event_pid_match"] = "ok", "/bin/bpfleet-probe", "init", "true"
-	} else if arch.HasBTF {
-		want["fentry_gadget"] = "refused"
+	// The pair gadgets' entry programs see the probe's exec before the probe runs (their comm
+	// is still that of the guest's /init); the return programs add bprm_execve's 0.
+	pairEvent := func(prefix string) {
+		want[prefix+"gadget"], want[prefix+"event_filename"], want[prefix+"event_comm"], want[prefix+"event_ret"], want[prefix+"event_pid_match"] =
+			"ok", "/bin/bpfleet-probe", "init", "0", "true"
 	}
-	if !arch.HasBTF {
-		// Debian's armmp kernel has no BTF: the CO-RE gadgets are verified but cannot be run;
-		// trace_exec_nocore runs and sees the probe's exec, with the probe's comm as trace_exec would.
-		want["btf"], want["gadget"] = "false", "skipped"
+	switch {
+	case !arch.HasBTF:
+		// Debian's armmp kernel has no BTF: the CO-RE gadgets are verified but refused by the
+		// runner; trace_exec_nocore runs and sees the probe's exec, with the probe's comm as
+		// trace_exec would.
+		want["btf"], want["gadget"], want["kprobe_gadget"], want["fentry_gadget"] = "false", "refused", "refused", "refused"
 		want["nocore_verify"], want["nocore_event_filename"], want["nocore_event_comm"], want["nocore_event_pid_match"] =
 			"ok", "/bin/bpfleet-probe", "bpfleet-probe", "true"
 		delete(want, "event_comm")
 		delete(want, "event_pid_match")
-		want["kprobe_gadget"] = "skipped"
-		delete(want, "kprobe_event_filename")
-		delete(want, "kprobe_event_comm")
-		delete(want, "kprobe_event_pid_match")
-		want["fentry_gadget"] = "skipped"
+	case arch.HasFentry:
+		pairEvent("kprobe_")
+		pairEvent("fentry_")
+	default:
+		pairEvent("kprobe_")
+		want["fentry_gadget"] = "refused"
 	}
 	for key, v := range want {
 		if r[key] != v {
@@ -325,10 +335,13 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if !strings.Contains(r["pre_delta_kprobe_reason"], "unsigned: no signature") {
 		t.Errorf("kprobe gadget refused before delta 2 for %q, want unsigned: no signature", r["pre_delta_kprobe_reason"])
 	}
-	if !arch.HasBTF && !strings.Contains(r["gadget_reason"], "this kernel has no BTF") {
-		t.Errorf("gadget refused on a kernel without BTF for %q, want the runner to name the missing BTF", r["gadget_reason"])
-	}
 	if !arch.HasBTF {
+		for _, g := range [][2]string{{"trace_exec", "gadget_reason"}, {"trace_kprobe_exec", "kprobe_reason"}, {"trace_fentry_exec", "fentry_reason"}} {
+			if reason := r[g[1]]; !strings.Contains(reason, NoBTF) || !strings.Contains(reason, NoBTFCORE) {
+				t.Errorf("%s refused on a kernel without BTF for %q, want the runner's %q ... %q", g[0], reason, NoBTF, NoBTFCORE)
+			}
+			t.Logf("%s %s refused: %s", arch.Name, g[0], r[g[1]])
+		}
 		if pid, err := strconv.ParseUint(r["nocore_event_pid"], 10, 32); err != nil || pid == 0 {
 			t.Errorf("trace_exec_nocore event pid %q, want a nonzero PID", r["nocore_event_pid"])
 		}
@@ -337,9 +350,15 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 	if arch.HasBTF && !arch.HasFentry && !strings.Contains(r["fentry_reason"], FentryUnsupported) {
 		t.Errorf("fentry gadget refused for %q, want the runner's %q", r["fentry_reason"], FentryUnsupported)
 	}
-	if !strings.Contains(r["tampered_reason"], "refusing to run") {
-		t.Errorf("tampered gadget refused for %q, want refusing to run", r["tampered_reason"])
+	if !strings.Contains(r["unsigned_reason"], "unsigned: no signature") {
+		t.Errorf("unsigned gadget refused for %q, want unsigned: no signature", r["unsigned_reason"])
 	}
+	// The reason names the changed layer and its digest mismatch (internal/oci's ErrBlobMismatch).
+	if layer := r["tampered_layer"]; layer == "" || !strings.Contains(r["tampered_reason"], "refusing to run") ||
+		!strings.Contains(r["tampered_reason"], "blob "+layer) || !strings.Contains(r["tampered_reason"], "blob does not match its descriptor: content hashes to sha256:") {
+		t.Errorf("gadget with its eBPF layer %s changed refused for %q, want its digest mismatch", layer, r["tampered_reason"])
+	}
+	t.Logf("%s tampered refused: %s", arch.Name, r["tampered_reason"])
 	if arch.HasBTF {
 		t.Logf("%s kprobe event: %s (%s ms from starting the gadget)", arch.Name, r["kprobe_event"], r["kprobe_attach_to_event_ms"])
 		if arch.HasFentry {

@@ -9,14 +9,17 @@
 // provisioned delta offline (pretrust_*: the gadget verifies, the kprobe gadget is still
 // refused); network up; agent receives the next trust delta over MQTT; broker gone; gadget
 // verified and run offline while this program execs a probe, with its events echoed as
-// BPFLEET-EVENT lines (on a kernel without BTF, the runner's refusal as gadget_reason, then a
-// gadget without CO-RE relocations verified and run instead: nocore_* results, with the
-// decoded event); a second signed gadget, attached by kprobe, verified and run the same way
-// (kprobe_* results, with the decoded event); a third, attached by fentry, likewise (fentry_*;
-// or fentry_gadget=refused with the runner's reason where the kernel cannot attach fentry);
-// tampered gadget refused. Its last line is BPFLEET-RESULT done=ok or error=...; then it powers
-// the machine off. Run as /bin/bpfleet-probe (a symlink to it), it exits at once: that exec is
-// what the gadget must see.
+// BPFLEET-EVENT lines (on a kernel without BTF, gadget=refused with the runner's reason as
+// gadget_reason, then a gadget without CO-RE relocations verified and run instead: nocore_*
+// results, with the decoded event); a second signed gadget, whose kprobe and kretprobe on
+// bprm_execve together make each event, verified and run the same way (kprobe_* results, with
+// the decoded event and its ret), and a third, made by fentry and fexit, likewise (fentry_*);
+// either is reported as <prefix>gadget=refused with the runner's reason where the kernel
+// cannot run it (no BTF, no fentry). Then an unsigned gadget refused, and the first gadget,
+// signed and trusted, refused once one byte of its eBPF layer is changed in the image store
+// (tampered_*). Its last line is BPFLEET-RESULT done=ok or error=...; then it powers the
+// machine off. Run as /bin/bpfleet-probe (a symlink to it), it exits at once: that exec is what
+// the gadget must see.
 package main
 
 import (
@@ -38,6 +41,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/firmware"
 	"github.com/bpfleet/bpfleet/firmware/boot"
+	"github.com/bpfleet/bpfleet/internal/oci"
 )
 
 // ScenarioPath is where the testbed puts the scenario in the image.
@@ -47,7 +51,7 @@ const ScenarioPath = "/etc/bpfleet/testbed.json"
 type scenario struct {
 	Broker   string `json:"broker"`   // host:port of the broker, as the guest reaches it
 	Gadget   string `json:"gadget"`   // the signed gadget the delta trusts
-	Tampered string `json:"tampered"` // a gadget that must be refused
+	Unsigned string `json:"unsigned"` // a gadget nobody signed, which must be refused
 	Kprobe   string `json:"kprobe"`   // a signed kprobe gadget the delta trusts; "" skips it
 	Fentry   string `json:"fentry"`   // a signed fentry gadget the delta trusts; "" skips it
 	NoCORE   string `json:"nocore"`   // a signed gadget without CO-RE relocations the delta trusts; "" skips it
@@ -262,7 +266,7 @@ func run() error {
 		if err == nil {
 			return fmt.Errorf("gadget %s ran on a kernel without BTF: %s", sc.Gadget, out)
 		}
-		result("gadget", "skipped")
+		result("gadget", "refused")
 		result("gadget_reason", lastLine(out))
 	} else if err := runGadget(sc, wait); err != nil {
 		return err
@@ -273,23 +277,75 @@ func run() error {
 		}
 	}
 	if sc.Kprobe != "" {
-		if err := runKprobeGadget(sc, wait, btfErr == nil); err != nil {
+		if err := runPairGadget(sc.Kprobe, sc, wait, "kprobe_"); err != nil {
 			return err
 		}
 	}
 	if sc.Fentry != "" {
-		if err := runFentryGadget(sc, wait, btfErr == nil); err != nil {
+		if err := runPairGadget(sc.Fentry, sc, wait, "fentry_"); err != nil {
 			return err
 		}
 	}
 
-	out, err = bpfleet("run", sc.Tampered, "--timeout", "2s")
+	out, err = bpfleet("run", sc.Unsigned, "--timeout", "2s")
 	if err == nil {
-		return fmt.Errorf("tampered gadget %s ran: %s", sc.Tampered, out)
+		return fmt.Errorf("unsigned gadget %s ran: %s", sc.Unsigned, out)
+	}
+	result("unsigned", "refused")
+	result("unsigned_reason", lastLine(out))
+	// Last, as it breaks the gadget for good: one byte of its signed eBPF layer changed on disk.
+	layer, err := tamper(sc.Gadget)
+	if err != nil {
+		return err
+	}
+	result("tampered_layer", layer)
+	out, err = bpfleet("run", sc.Gadget, "--timeout", "2s")
+	if err == nil {
+		return fmt.Errorf("gadget %s ran with its eBPF layer changed: %s", sc.Gadget, out)
 	}
 	result("tampered", "refused")
 	result("tampered_reason", lastLine(out))
 	return nil
+}
+
+// tamper inverts the middle byte of the blob of ref's eBPF program layer for this
+// architecture in the device's image store, as an attacker with the disk would, and returns the
+// layer's digest.
+func tamper(ref string) (string, error) {
+	out, err := bpfleet("image", "inspect", ref, "-o", "json")
+	if err != nil {
+		return "", err
+	}
+	var info struct {
+		Platforms []struct {
+			Platform string           `json:"platform"`
+			Layers   []oci.Descriptor `json:"layers"`
+		} `json:"platforms"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return "", fmt.Errorf("image inspect %s: %w", ref, err)
+	}
+	for _, p := range info.Platforms {
+		if p.Platform != "linux/"+runtime.GOARCH {
+			continue
+		}
+		for _, l := range p.Layers {
+			if l.MediaType != oci.MediaTypeEBPFProgram {
+				continue
+			}
+			blob := filepath.Join(firmware.DataDir, "images/blobs/sha256", strings.TrimPrefix(l.Digest, "sha256:"))
+			b, err := os.ReadFile(blob)
+			if err != nil {
+				return "", fmt.Errorf("tamper with %s: %w", ref, err)
+			}
+			b[len(b)/2] ^= 0xff
+			if err := os.WriteFile(blob, b, 0o644); err != nil {
+				return "", fmt.Errorf("tamper with %s: %w", ref, err)
+			}
+			return l.Digest, nil
+		}
+	}
+	return "", fmt.Errorf("tamper with %s: no eBPF layer for linux/%s in %s", ref, runtime.GOARCH, out)
 }
 
 // runGadget runs the gadget and execs the probe until the gadget reports that exec.
@@ -327,58 +383,36 @@ func runNoCOREGadget(sc scenario, wait time.Duration, first bool) error {
 		}, "nocore_")
 }
 
-// runKprobeGadget verifies and runs the kprobe gadget (kprobe/bprm_execve), offline like the
-// first, and execs the probe until the gadget reports it: its event is taken before the new
-// program is loaded, so it is recognised by filename rather than comm.
-func runKprobeGadget(sc scenario, wait time.Duration, btf bool) error {
-	if _, err := bpfleet("verify", sc.Kprobe); err != nil {
-		return fmt.Errorf("verify %s offline: %w", sc.Kprobe, err)
+// runPairGadget verifies and runs a gadget whose entry program (kprobe or fentry on
+// bprm_execve) starts the event and whose return program (kretprobe or fexit) adds the return
+// value and sends it, offline like the first, and execs the probe until the gadget reports it:
+// its event is taken before the new program is loaded, so it is recognised by filename rather
+// than comm. Results are keyed by prefix (kprobe_, fentry_). Where the runner refuses the
+// gadget (no BTF, no fentry), that is <prefix>gadget=refused with the runner's error as
+// <prefix>reason: the host says which refusals it expects.
+func runPairGadget(gadget string, sc scenario, wait time.Duration, prefix string) error {
+	if _, err := bpfleet("verify", gadget); err != nil {
+		return fmt.Errorf("verify %s offline: %w", gadget, err)
 	}
-	result("kprobe_verify", "ok")
-	if !btf {
-		result("kprobe_gadget", "skipped")
-		return nil
-	}
-	return watchGadget(sc.Kprobe, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
+	result(prefix+"verify", "ok")
+	err := watchGadget(gadget, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
 		func(ev map[string]any, probes map[string]bool, start time.Duration) {
-			result("kprobe_attach_to_event_ms", ms(boot.Uptime()-start))
+			result(prefix+"attach_to_event_ms", ms(boot.Uptime()-start))
 			b, _ := json.Marshal(ev)
-			result("kprobe_event", string(b))
-			result("kprobe_event_filename", fmt.Sprint(ev["filename"]))
-			result("kprobe_event_comm", fmt.Sprint(ev["comm"]))
-			result("kprobe_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
-		}, "kprobe_")
-}
-
-// runFentryGadget verifies and runs the fentry gadget (fentry/bprm_execve) like the kprobe one.
-// Where the kernel cannot attach fentry programs, the runner refuses the gadget: that is
-// reported as fentry_gadget=refused with the runner's error as fentry_reason.
-func runFentryGadget(sc scenario, wait time.Duration, btf bool) error {
-	if _, err := bpfleet("verify", sc.Fentry); err != nil {
-		return fmt.Errorf("verify %s offline: %w", sc.Fentry, err)
-	}
-	result("fentry_verify", "ok")
-	if !btf {
-		result("fentry_gadget", "skipped")
-		return nil
-	}
-	err := watchGadget(sc.Fentry, sc.Probe, wait, func(ev map[string]any) bool { return ev["filename"] == sc.Probe },
-		func(ev map[string]any, probes map[string]bool, start time.Duration) {
-			result("fentry_attach_to_event_ms", ms(boot.Uptime()-start))
-			b, _ := json.Marshal(ev)
-			result("fentry_event", string(b))
-			result("fentry_event_filename", fmt.Sprint(ev["filename"]))
-			result("fentry_event_comm", fmt.Sprint(ev["comm"]))
-			result("fentry_event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
-		}, "fentry_")
+			result(prefix+"event", string(b))
+			result(prefix+"event_filename", fmt.Sprint(ev["filename"]))
+			result(prefix+"event_comm", fmt.Sprint(ev["comm"]))
+			result(prefix+"event_ret", fmt.Sprint(ev["ret"]))
+			result(prefix+"event_pid_match", strconv.FormatBool(probes[fmt.Sprint(ev["pid"])]))
+		}, prefix)
 	var refused *gadgetExited
 	if errors.As(err, &refused) {
-		result("fentry_gadget", "refused")
-		result("fentry_reason", lastLine(refused.stderr))
+		result(prefix+"gadget", "refused")
+		result(prefix+"reason", lastLine(refused.stderr))
 		return nil
 	}
 	if err == nil {
-		result("fentry_gadget", "ok")
+		result(prefix+"gadget", "ok")
 	}
 	return err
 }
