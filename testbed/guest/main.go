@@ -52,8 +52,8 @@ type scenario struct {
 	Broker   string `json:"broker"`   // host:port of the broker, as the guest reaches it
 	Gadget   string `json:"gadget"`   // the signed gadget the delta trusts
 	Unsigned string `json:"unsigned"` // a gadget nobody signed, which must be refused
-	Kprobe   string `json:"kprobe"`   // a signed kprobe gadget the delta trusts; "" skips it
-	Fentry   string `json:"fentry"`   // a signed fentry gadget the delta trusts; "" skips it
+	Kprobe   string `json:"kprobe"`   // a signed kprobe+kretprobe gadget the delta trusts; "" skips it
+	Fentry   string `json:"fentry"`   // a signed fentry+fexit gadget the delta trusts; "" skips it
 	NoCORE   string `json:"nocore"`   // a signed gadget without CO-RE relocations the delta trusts; "" skips it
 	// ProvisionedVersion is the trust version the firmware's provisioned updates reach (0:
 	// none); DeltaVersion the one the delta over MQTT brings.
