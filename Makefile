@@ -76,7 +76,8 @@ clean:
 #   applies offline at its first start (bpfleetctl firmware build --provision) (KERNEL_MODULES defaults to the
 #   testbed's cached Debian kernel for that arch, when there is one).
 # `make testbed`: boots amd64 and arm64 firmware under QEMU (TCG) in a private network namespace
-#   and checks the whole scenario; `make testbed-all` adds armv7. Kernels are cached in
+#   and checks the whole scenario, then arm64's production firmware (bpfleet-init, built with
+#   `bpfleetctl firmware build`); `make testbed-all` adds armv7. Kernels are cached in
 #   $(BPFLEET_CACHE).
 CROSS_ARCHES    := amd64 arm64 arm
 CROSS           := $(BUILD)/cross

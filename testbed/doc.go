@@ -2,10 +2,16 @@
 // checks the whole device story on each architecture: pre-provisioned trust (the fleet's root
 // and a sealed delta in the firmware, applied before the network is up, so that the first
 // gadget verifies and a later one does not yet), the next delta over MQTT, the broker gone,
-// signed gadgets verified and run offline (tracepoint, kprobe and fentry; fentry must be
-// refused with the runner's clear error where the kernel cannot attach it, Debian 6.1 arm64),
-// a tampered one refused. Its test, TestScenario, runs only when BPFLEET_TESTBED=1 (`make testbed` sets it);
-// BPFLEET_TESTBED_ARCHES picks the architectures (default "amd64 arm64").
+// signed gadgets verified and run offline (tracepoint; kprobe+kretprobe and fentry+fexit
+// pairs, whose events need both programs and carry bprm_execve's return value; where the
+// kernel cannot run a gadget, the runner's refusal must name why: no fentry on Debian 6.1
+// arm64, no BTF on armv7), an unsigned gadget refused, and a signed, trusted one refused for
+// its digest mismatch once a byte of its eBPF layer is changed in the device's image store.
+// Then, on arm64 (its fastest boot), it boots the production firmware an operator builds with
+// `bpfleetctl firmware build` (bpfleet-init as /init, both deltas provisioned) and checks from
+// the host that bpfleet-init loads the kernel modules and the device reports itself current
+// over MQTT. Its test, TestScenario, runs only when BPFLEET_TESTBED=1 (`make testbed` sets
+// it); BPFLEET_TESTBED_ARCHES picks the architectures (default "amd64 arm64").
 //
 // Kernels: [FetchKernel] resolves the current ABI from linux-image-amd64's dependency, fetches
 // the image package with `apt-get download` (adding the foreign dpkg architecture and updating

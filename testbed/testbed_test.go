@@ -384,4 +384,8 @@ func (h *host) scenario(t *testing.T, arch Arch) {
 		arch.Name, at["net_ms"].Round(time.Millisecond), r["net_ms"], applied.Round(time.Millisecond),
 		at["trust_version"].Round(time.Millisecond), at["first_event_ms"].Round(time.Millisecond), r["first_event_ms"],
 		time.Since(vm.Start).Round(time.Millisecond))
+
+	if arch.Name == initArch {
+		t.Run("bpfleet-init", func(t *testing.T) { h.productionInit(t, ns, k, w, fleet) })
+	}
 }
