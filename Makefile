@@ -88,8 +88,8 @@ DEB_FLAVOUR_amd64 := amd64
 DEB_FLAVOUR_arm64 := arm64
 DEB_FLAVOUR_arm   := armmp
 KERNEL_MODULES  ?= $(lastword $(wildcard $(BPFLEET_CACHE)/kernels/linux-image-*-$(DEB_FLAVOUR_$(FIRMWARE_ARCH))*/lib/modules/*))
-# The testbed's budget is 10 minutes, enforced as go test's timeout (cold kernel downloads
-# included); testbed-all adds a third kernel and armv7's slower boot.
+# The testbed's budget is 10 minutes, enforced as go test's timeout; testbed-all adds a third
+# kernel and armv7's slower boot.
 TESTBED_FLAGS   ?= -count=1 -v
 TESTBED_TIMEOUT ?= 10m
 TESTBED_ALL_TIMEOUT ?= 15m
