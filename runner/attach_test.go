@@ -3,8 +3,10 @@ package runner
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +129,119 @@ func TestRunKprobeWithoutKprobes(t *testing.T) {
 	if after := ownBPFObjects(t); len(after) != len(before) {
 		t.Errorf("process holds BPF objects %v after the run, %v before", after, before)
 	}
+}
+
+// uprobeTargetPlaceholder is the path testdata/attach_kinds.bpf.c probes;
+// the test puts its target binary's path, of the same length, in its place.
+const uprobeTargetPlaceholder = "/UPROBE_TARGET_PATH_PLACEHOLDER_PADDED_TO_LEAVE_ROOM_FOR_A_TEMPORARY_DIRECTORY_0123456789"
+
+// uprobeTargetSource is the binary attach_kinds probes: it calls the probed
+// function once, with its PID, so each call can be told from the others.
+const uprobeTargetSource = `#include <unistd.h>
+
+__attribute__((noinline)) unsigned long bpfleet_probe_target(unsigned long x)
+{
+	__asm__ volatile("");
+	return 3 * x + 7;
+}
+
+int main(void)
+{
+	return bpfleet_probe_target(getpid()) == 0;
+}
+`
+
+// uprobeTarget compiles uprobeTargetSource for this host, at a path as long
+// as uprobeTargetPlaceholder whose name starts with 15 unique characters
+// (its processes' comm).
+func uprobeTarget(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	name := uniqueName("bpfleet-")[:15]
+	pad := len(uprobeTargetPlaceholder) - len(dir) - len("/") - len(name)
+	if pad < 0 {
+		t.Skipf("temporary directory %s is too long for the uprobe section", dir)
+	}
+	src := filepath.Join(dir, "target.c")
+	if err := os.WriteFile(src, []byte(uprobeTargetSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+strings.Repeat("x", pad))
+	if err := runTool("clang", "-O2", "-o", path, src); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunAttachKinds loads and attaches one program per section type this
+// host supports besides tracepoints (tested with the built-in gadgets) and
+// checks that each fires on what the test does: exec a binary, which calls
+// the probed function once.
+func TestRunAttachKinds(t *testing.T) {
+	requireRoot(t)
+	target := uprobeTarget(t)
+	elf := rename(t, testdataELF(t, "attach_kinds"), uprobeTargetPlaceholder, target)
+	comm := filepath.Base(target)[:15]
+	requireNothingHeld(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	onFirst, found := atFirstEvent(comm, nil)
+	onEvent, events := collect()
+	done := runNamed(ctx, "attach_kinds", elf, Options{
+		Output:  io.Discard,
+		Timeout: time.Minute,
+		Params:  map[string]string{"target_pid": strconv.Itoa(os.Getpid())},
+		OnEvent: func(ev Event) { onFirst(ev); onEvent(ev) },
+	})
+	stop := execLoop(t, target)
+	defer stop()
+	f := waitWhileRunning(t, found, done, "an event for "+comm)
+	// The events of the first process whose exec and call every program saw, by program.
+	byPID := map[uint32]map[string]Event{}
+	var pid uint32
+	waitEvent(t, events, done, "events of every program for one process", func(ev Event) bool {
+		p, _ := ev.Value("pid")
+		prog, _ := ev.Value("prog")
+		pid = p.(uint32)
+		if byPID[pid] == nil {
+			byPID[pid] = map[string]Event{}
+		}
+		byPID[pid][prog.(string)] = ev
+		return len(byPID[pid]) == 4
+	})
+	cancel()
+	res := wait(t, done, "the run to end")
+	pids := stop()
+	if res.err != nil || f.err != nil {
+		t.Fatal(res.err, f.err)
+	}
+	if !containsPID(pids, int(pid)) {
+		t.Errorf("pid %d is not one of the processes started: %v", pid, pids)
+	}
+
+	for _, tc := range []struct {
+		prog  string
+		value uint64 // exec: old_pid; uprobe: the argument; uretprobe: the return value
+		file  string // exec: the path executed
+	}{
+		{prog: "raw_tp", value: uint64(pid), file: target},
+		{prog: "tp_btf", value: uint64(pid), file: target},
+		{prog: "uprobe", value: uint64(pid)},
+		{prog: "uretprobe", value: 3*uint64(pid) + 7},
+	} {
+		t.Run(tc.prog, func(t *testing.T) {
+			checkFields(t, byPID[pid][tc.prog], map[string]any{
+				"pid": pid, "comm": comm, "prog": tc.prog, "value": tc.value, "filename": tc.file,
+			})
+		})
+	}
+	if res.stats.Lost != 0 {
+		t.Errorf("stats %+v, want no losses", *res.stats)
+	}
+	// Four programs; the ring buffer, gadget_heap, .bss (the lost-sample
+	// counter) and .rodata (target_pid).
+	checkReleased(t, f.held, 4, 4)
 }
 
 func TestProbesSupported(t *testing.T) {
