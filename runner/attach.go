@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -199,4 +200,62 @@ func probesSupported(typ string) error {
 	config := map[string]string{"kprobe": "CONFIG_KPROBES", "uprobe": "CONFIG_UPROBES"}[typ]
 	return fmt.Errorf("%ss are not supported by this kernel (%s): no %s PMU in %s and no %s_events in tracefs: %w",
 		typ, config, typ, sysfsEventSources, typ, ebpf.ErrNotSupported)
+}
+
+// lockdownFile tells the kernel's lockdown mode when securityfs is mounted.
+// A variable so tests can point it elsewhere.
+var lockdownFile = "/sys/kernel/security/lockdown"
+
+// trampolineRefusal says, as far as bpfleet can tell, why the kernel refused
+// with EPERM to load an fentry/fexit program on kernel function fn. Such a
+// program runs from a BPF trampoline that ftrace calls directly from fn's
+// entry (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS); a kernel without them
+// fails differently, at attach (see attach). A locked-down kernel
+// (confidentiality) closes tracefs, and hardened kernels refuse ftrace's
+// function hooks, which tracefs shows as available_filter_functions refused
+// even to root.
+func trampolineRefusal(fn string) string {
+	mode := "unknown"
+	if b, err := os.ReadFile(lockdownFile); err == nil {
+		// "none [integrity] confidentiality": the mode in force is bracketed.
+		if _, rest, ok := strings.Cut(string(b), "["); ok {
+			mode, _, _ = strings.Cut(rest, "]")
+		}
+	}
+	if mode == "confidentiality" {
+		return "the kernel is locked down (lockdown: confidentiality)"
+	}
+	ensureTracefs()
+	for _, dir := range tracefsDirs {
+		path := filepath.Join(dir, "available_filter_functions")
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Sprintf("ftrace refuses to hook kernel functions, which BPF trampolines attach through (%v)", err)
+		}
+		defer f.Close()
+		listed, err := listsFunction(f, fn)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("bpfleet cannot tell why: reading %s: %v", path, err)
+		case !listed:
+			return fmt.Sprintf("ftrace cannot hook %s (not in %s)", fn, path)
+		}
+		return fmt.Sprintf("bpfleet cannot tell why (lockdown: %s; ftrace can hook %s)", mode, fn)
+	}
+	return "the kernel has no dynamic ftrace (CONFIG_DYNAMIC_FTRACE: no available_filter_functions in tracefs), which BPF trampolines attach through"
+}
+
+// listsFunction tells whether available_filter_functions r lists kernel
+// function fn. Its lines are "<function>" or "<function> [<module>]".
+func listsFunction(r io.Reader, fn string) (bool, error) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		if name, _, _ := strings.Cut(s.Text(), " "); name == fn {
+			return true, nil
+		}
+	}
+	return false, s.Err()
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseSection(t *testing.T) {
@@ -274,8 +276,10 @@ func TestProbesSupported(t *testing.T) {
 	}
 }
 
-// TestRunFentryRefusedClearly: where the kernel refuses BPF tracing programs (this host's
-// lockdown), the error says so instead of cilium/ebpf's memlock hint, and nothing stays loaded.
+// TestRunFentryRefusedClearly: where the kernel refuses BPF trampolines on
+// kernel functions (this project's CI host, whose ftrace refuses function
+// hooks even to root), the error names the program and the reason instead of
+// cilium/ebpf's memlock hint, and nothing stays loaded.
 func TestRunFentryRefusedClearly(t *testing.T) {
 	requireRoot(t)
 	elf := rename(t, gadgetELF(t, "trace_kprobe_exec"), "kprobe/bprm_execve", "fentry/bprm_execve")
@@ -284,10 +288,83 @@ func TestRunFentryRefusedClearly(t *testing.T) {
 	if err == nil {
 		t.Skip("this kernel loads fentry programs; the testbed's x86_64 guest covers them")
 	}
-	if strings.Contains(err.Error(), "operation not permitted") && !strings.Contains(err.Error(), "fentry programs (section fentry/bprm_execve) are refused by this kernel") {
-		t.Fatalf("EPERM without the explanation: %v", err)
+	const prefix = "run gadget fentry_exec: load: fentry program trace_bprm_execve (section fentry/bprm_execve) is refused by this kernel: "
+	if !errors.Is(err, unix.EPERM) || !strings.HasPrefix(err.Error(), prefix) || strings.Contains(err.Error(), "MEMLOCK") {
+		t.Fatalf("got error %q, want EPERM starting %q, without the memlock hint", err, prefix)
+	}
+	ftrace := filepath.Join(tracefsDir, "available_filter_functions")
+	if f, ferr := os.Open(ftrace); errors.Is(ferr, unix.EPERM) {
+		want := prefix + "ftrace refuses to hook kernel functions, which BPF trampolines attach through (open " + ftrace +
+			": operation not permitted): operation not permitted"
+		if err.Error() != want {
+			t.Errorf("got error\n%s\nwant\n%s", err, want)
+		}
+	} else if ferr == nil {
+		f.Close()
 	}
 	if after := ownBPFObjects(t); len(after) != len(before) {
 		t.Errorf("process holds BPF objects %v after the run, %v before", after, before)
+	}
+}
+
+// TestTrampolineRefusal checks the reasons given for an fentry/fexit program
+// refused with EPERM on kernels this host is not, and that the error names
+// the program that failed.
+func TestTrampolineRefusal(t *testing.T) {
+	tracefs := t.TempDir()
+	oldLockdown, oldTracefs := lockdownFile, tracefsDirs
+	t.Cleanup(func() { lockdownFile, tracefsDirs = oldLockdown, oldTracefs })
+	lockdownFile, tracefsDirs = filepath.Join(t.TempDir(), "lockdown"), []string{tracefs}
+	ftrace := filepath.Join(tracefs, "available_filter_functions")
+	// setFiles writes the lockdown file and available_filter_functions, or
+	// removes those given as "".
+	setFiles := func(lockdown, functions string) {
+		t.Helper()
+		for path, contents := range map[string]string{lockdownFile: lockdown, ftrace: functions} {
+			os.Remove(path)
+			if contents != "" {
+				if err := os.WriteFile(path, []byte(contents), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		name      string
+		lockdown  string // contents of the lockdown file; none when empty
+		functions string // contents of available_filter_functions; none when empty
+		want      string
+	}{
+		{name: "no dynamic ftrace",
+			want: "the kernel has no dynamic ftrace (CONFIG_DYNAMIC_FTRACE: no available_filter_functions in tracefs), which BPF trampolines attach through"},
+		{name: "lockdown", lockdown: "none integrity [confidentiality]\n", functions: "bprm_execve\n",
+			want: "the kernel is locked down (lockdown: confidentiality)"},
+		{name: "function not hookable", lockdown: "[none] integrity confidentiality\n", functions: "do_unlinkat\nbprm_execve_x\n",
+			want: "ftrace cannot hook bprm_execve (not in " + ftrace + ")"},
+		{name: "no reason found", lockdown: "none [integrity] confidentiality\n", functions: "do_unlinkat\nbprm_execve [binfmt]\n",
+			want: "bpfleet cannot tell why (lockdown: integrity; ftrace can hook bprm_execve)"},
+		{name: "lockdown unknown", functions: "bprm_execve\n",
+			want: "bpfleet cannot tell why (lockdown: unknown; ftrace can hook bprm_execve)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setFiles(tc.lockdown, tc.functions)
+			if got := trampolineRefusal("bprm_execve"); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	// cilium/ebpf loads programs in no fixed order: the error names the one it reports.
+	setFiles("", "bprm_execve\n")
+	plan := []program{
+		{name: "on_entry", section: "fentry/do_unlinkat", kind: attachFentry, target: "do_unlinkat"},
+		{name: "on_exit", section: "fexit/bprm_execve", kind: attachFexit, target: "bprm_execve"},
+	}
+	err := loadError(plan, &coreTarget{}, fmt.Errorf("program on_exit: load program: %w (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", unix.EPERM))
+	const want = "load: fexit program on_exit (section fexit/bprm_execve) is refused by this kernel: " +
+		"bpfleet cannot tell why (lockdown: unknown; ftrace can hook bprm_execve): operation not permitted"
+	if !errors.Is(err, unix.EPERM) || err.Error() != want {
+		t.Errorf("got %q, want %q wrapping EPERM", err, want)
 	}
 }

@@ -11,7 +11,13 @@
 // raw_tp/<name>), tp_btf/<name>, kprobe/<fn> and kretprobe/<fn>, fentry/<fn> and
 // fexit/<fn>, uprobe//<path>:<symbol> and uretprobe//<path>:<symbol>, socket
 // (or socket/<anything>, see Socket filters below); a kernel
-// without the facility is named in the error (CONFIG_KPROBES, lockdown). Events are decoded from the BTF of the
+// without the facility is named in the error (CONFIG_KPROBES, CONFIG_UPROBES,
+// BPF trampolines). The kernel refuses fentry/fexit with EPERM, before the
+// verifier runs, where it will not let a BPF trampoline hook the function:
+// the error names the program and what Run could find out (lockdown in
+// confidentiality mode, an ftrace that refuses function hooks, which shows
+// in available_filter_functions being refused even to root, or a function
+// ftrace cannot hook). Events are decoded from the BTF of the
 // event struct; members declared with a gadget_* typedef keep that name in
 // [Field.Tag], and a gadget_timestamp (nanoseconds since boot) becomes a
 // wall-clock [time.Time], a gadget_errno an [Errno], a gadget_signal a

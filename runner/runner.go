@@ -100,12 +100,17 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 	return stats, nil
 }
 
-// loadError explains a refused load. BPF tracing programs (fentry/fexit) are refused with
-// EPERM by kernels in lockdown and some hardened builds; cilium/ebpf's generic hint about
-// memlock would mislead there.
+// loadError explains a refused load.
 func loadError(plan []program, target *coreTarget, err error) error {
 	if target.missing != "" {
 		return fmt.Errorf("load: %s, and the gadget is compiled for CO-RE against it: %w", target.missing, err)
+	}
+	// An fentry/fexit program refused with EPERM before the verifier ran:
+	// cilium/ebpf then suggests raising RLIMIT_MEMLOCK, which kernels since
+	// 5.11 no longer charge, so say what the kernel refuses instead.
+	if p, ok := failedProgram(plan, err); ok && (p.kind == attachFentry || p.kind == attachFexit) && errors.Is(err, unix.EPERM) {
+		err = fmt.Errorf("%s program %s (section %s) is refused by this kernel: %s: %w",
+			strings.SplitN(p.section, "/", 2)[0], p.name, p.section, trampolineRefusal(p.target), unix.EPERM)
 	}
 	if target.entry != "" {
 		err = fmt.Errorf("with CO-RE types from the image's btfgen entry %s: %w", target.entry, err)
@@ -113,15 +118,19 @@ func loadError(plan []program, target *coreTarget, err error) error {
 	if ierr := iterLoadError(plan, err); ierr != nil {
 		return ierr
 	}
-	if errors.Is(err, unix.EPERM) {
-		for _, p := range plan {
-			if p.kind == attachFentry || p.kind == attachFexit {
-				return fmt.Errorf("load: %s programs (section %s) are refused by this kernel (BPF tracing programs need a kernel without lockdown and with BTF trampolines): %w",
-					strings.SplitN(p.section, "/", 2)[0], p.section, err)
-			}
+	return fmt.Errorf("load: %w", err)
+}
+
+// failedProgram finds the program whose load err reports. cilium/ebpf loads
+// a collection's programs in no fixed order and names the one that failed
+// ("program <name>: ...").
+func failedProgram(plan []program, err error) (program, bool) {
+	for _, p := range plan {
+		if strings.Contains(err.Error(), "program "+p.name+": ") {
+			return p, true
 		}
 	}
-	return fmt.Errorf("load: %w", err)
+	return program{}, false
 }
 
 // runGadget returns nil Stats until the gadget is loaded: nothing ran.
