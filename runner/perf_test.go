@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -144,4 +145,106 @@ func TestRunPerfEventArray(t *testing.T) {
 	}
 	// Its program, the perf event array and .bss (the marker variables).
 	checkReleased(t, f.held, 1, 2)
+}
+
+// ringbufLostBurst and ringbufLostRecord are the number of events
+// testdata/ringbuf_lost.bpf.c sends per burst and the room each takes in its
+// ring buffer: the 8-byte record header and the 32-byte struct event.
+const (
+	ringbufLostBurst  = 1000
+	ringbufLostRecord = 8 + 32
+)
+
+// TestRunRingBufferLost makes a one-page ring buffer overflow while the
+// reader is held in OnEvent, and checks that every event the gadget was
+// triggered to send is either read or counted in Stats.Lost, from the
+// gadget's events_lost_samples.
+func TestRunRingBufferLost(t *testing.T) {
+	requireRoot(t)
+	elf := testdataELF(t, "ringbuf_lost")
+	requireNothingHeld(t)
+	page := os.Getpagesize()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	onFirst, found := atFirstEvent(testComm(t), func() { <-release }, "events")
+	onEvent, events := collect()
+	done := runNamed(ctx, "ringbuf_lost", elf, Options{
+		Output:  io.Discard,
+		Timeout: time.Minute,
+		Params:  map[string]string{"target_pid": strconv.Itoa(os.Getpid()), "events_max_entries": strconv.Itoa(page)},
+		OnEvent: func(ev Event) { onEvent(ev); onFirst(ev) },
+	})
+	// getpgid(n) is the n-th burst; the call only has to enter the kernel.
+	var bursts uint64
+	burst := func() error {
+		bursts++
+		unix.Getpgid(int(bursts))
+		return nil
+	}
+	stopBursts := triggerLoop(t, burst)
+	f := waitWhileRunning(t, found, done, "the first burst")
+	stopBursts()
+	// The reader is held at the first event: these find the ring buffer full
+	// but for the record it read.
+	burst()
+	burst()
+	close(release)
+	// Bursts before the first one seen came before the program was attached.
+	first, _ := f.ev.Value("call")
+	fired := bursts - first.(uint64) + 1
+
+	// nextCall returns the call of the next event read, or false after d without one.
+	nextCall := func(d time.Duration) (uint64, bool) {
+		select {
+		case ev := <-events:
+			call, _ := ev.Value("call")
+			return call.(uint64), true
+		case res := <-done:
+			t.Fatalf("run ended (stats %+v, error %v) before the mark", res.stats, res.err)
+		case <-time.After(d):
+		}
+		return 0, false
+	}
+	// A mark (getpgid(0)) ends the run: once it is read, so is everything
+	// sent before it. Sent while the ring buffer is still full, it is lost
+	// (and counted), so let the reader go quiet first and send marks until
+	// one arrives.
+	for _, ok := nextCall(50 * time.Millisecond); ok; _, ok = nextCall(50 * time.Millisecond) {
+	}
+	var marks uint64
+	for seen := false; !seen; {
+		unix.Getpgid(0)
+		marks++
+		for !seen {
+			call, ok := nextCall(time.Second)
+			if !ok {
+				break
+			}
+			seen = call == 0
+		}
+	}
+	cancel()
+	res := wait(t, done, "the run to end")
+	if res.err != nil || f.err != nil {
+		t.Fatal(res.err, f.err)
+	}
+	t.Logf("stats %+v after %d bursts and %d marks", *res.stats, fired, marks)
+
+	if m := f.maps["events"]; m.Type != ebpf.RingBuf || m.MaxEntries != uint32(page) {
+		t.Errorf("map events is a %s of %d bytes, want a RingBuf of %d", m.Type, m.MaxEntries, page)
+	}
+	checkFields(t, f.ev, map[string]any{"pid": uint32(os.Getpid()), "seq": uint32(0)})
+	// What the ring buffer holds, the record the reader took before it was
+	// held (which made room for one more), and the mark.
+	if want := uint64(page/ringbufLostRecord + 1 + 1); res.stats.Events != want {
+		t.Errorf("%d events read, want %d", res.stats.Events, want)
+	}
+	if sent := fired*ringbufLostBurst + marks; res.stats.Lost == 0 || res.stats.Events+res.stats.Lost != sent {
+		t.Errorf("stats %+v: want the %d events sent either read or lost, and some lost", *res.stats, sent)
+	}
+	// Its program; the ring buffer, gadget_heap, .bss (the lost-sample
+	// counter) and .rodata (the parameters).
+	checkReleased(t, f.held, 1, 4)
 }
