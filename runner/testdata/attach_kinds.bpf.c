@@ -30,34 +30,34 @@ GADGET_PARAM(target_pid);
 GADGET_TRACER_MAP(events, 256 * 1024);
 GADGET_TRACER(attach_kinds, events, event);
 
-static __always_inline struct event *new_event(const char prog[12])
+/* UPROBE_TARGET is the probed function, in the binary the test execs. */
+#define UPROBE_TARGET                                                              \
+	"/UPROBE_TARGET_PATH_PLACEHOLDER_PADDED_TO_LEAVE_ROOM_FOR_A_TEMPORARY_DIRECTORY_0123456789" \
+	":bpfleet_probe_target"
+
+/* send sends an event from program prog; filename (exec only) may be NULL. */
+static __always_inline void send(void *ctx, const char prog[12], __u64 value, const char *filename)
 {
 	struct event *event = gadget_reserve(events, struct event);
 
 	if (!event)
-		return NULL;
+		return;
 	event->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(event->comm, sizeof(event->comm));
 	__builtin_memcpy(event->prog, prog, sizeof(event->prog));
-	event->value = 0;
+	event->value = value;
 	event->filename[0] = 0;
-	return event;
+	if (filename)
+		bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), filename);
+	gadget_submit(ctx, events, event);
 }
 
 /* raw_tp: untyped arguments, read with BPF_CORE_READ (bpf_probe_read_kernel). */
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(on_raw_tp, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct event *event;
-
-	if (BPF_CORE_READ(p, real_parent, tgid) != target_pid)
-		return 0;
-	event = new_event("raw_tp");
-	if (!event)
-		return 0;
-	event->value = old_pid;
-	bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), BPF_CORE_READ(bprm, filename));
-	gadget_submit(ctx, events, event);
+	if (BPF_CORE_READ(p, real_parent, tgid) == target_pid)
+		send(ctx, "raw_tp", old_pid, BPF_CORE_READ(bprm, filename));
 	return 0;
 }
 
@@ -65,40 +65,22 @@ int BPF_PROG(on_raw_tp, struct task_struct *p, pid_t old_pid, struct linux_binpr
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_tp_btf, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct event *event;
-
-	if (p->real_parent->tgid != target_pid)
-		return 0;
-	event = new_event("tp_btf");
-	if (!event)
-		return 0;
-	event->value = old_pid;
-	bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), bprm->filename);
-	gadget_submit(ctx, events, event);
+	if (p->real_parent->tgid == target_pid)
+		send(ctx, "tp_btf", old_pid, bprm->filename);
 	return 0;
 }
 
-SEC("uprobe//UPROBE_TARGET_PATH_PLACEHOLDER_PADDED_TO_LEAVE_ROOM_FOR_A_TEMPORARY_DIRECTORY_0123456789:bpfleet_probe_target")
+SEC("uprobe/" UPROBE_TARGET)
 int BPF_KPROBE(on_uprobe, unsigned long arg)
 {
-	struct event *event = new_event("uprobe");
-
-	if (!event)
-		return 0;
-	event->value = arg;
-	gadget_submit(ctx, events, event);
+	send(ctx, "uprobe", arg, NULL);
 	return 0;
 }
 
-SEC("uretprobe//UPROBE_TARGET_PATH_PLACEHOLDER_PADDED_TO_LEAVE_ROOM_FOR_A_TEMPORARY_DIRECTORY_0123456789:bpfleet_probe_target")
+SEC("uretprobe/" UPROBE_TARGET)
 int BPF_KRETPROBE(on_uretprobe, unsigned long ret)
 {
-	struct event *event = new_event("uretprobe");
-
-	if (!event)
-		return 0;
-	event->value = ret;
-	gadget_submit(ctx, events, event);
+	send(ctx, "uretprobe", ret, NULL);
 	return 0;
 }
 
