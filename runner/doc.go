@@ -131,12 +131,18 @@
 //   - Run then loads the programs and maps, opens a tracer's ring buffer or
 //     perf reader and attaches every program. If any step fails, what was
 //     created so far is released and the error returned.
-//   - A gadget refused by these checks, or by the kernel when loading,
-//     never ran: Run returns nil Stats with the error.
+//   - A gadget refused by these checks, by the kernel when loading, or
+//     when attaching, never ran: Run returns nil Stats with the error.
 //   - The run ends when ctx is done (for example on Ctrl-C, with a context
 //     from [os/signal.NotifyContext]), when Options.Timeout passes, when
 //     Options.MaxEvents events were read, or on the first error reading,
 //     decoding or printing an event. The first three are not errors.
+//   - Events are printed from a queue on a goroutine of their own, so an
+//     output that stopped taking them (a full pipe, a stalled terminal)
+//     cannot hold the run: it still ends on time and releases the kernel
+//     objects. Run then waits for the output to take what was printed as
+//     long as it takes lines, and gives up (with an error saying how many
+//     lines were not printed) once it took nothing for a second.
 //   - On every end, Run closes the reader, detaches and closes every link
 //     (for a socket filter, its socket),
 //     then closes every program and map, all before it returns. Nothing is

@@ -131,11 +131,6 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitte
 	if interval == 0 {
 		interval = DefaultInterval
 	}
-	if opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-	}
 	m := coll.Maps[g.mapIter.mapName]
 	tick := time.NewTicker(interval)
 	defer tick.Stop()

@@ -23,7 +23,7 @@ import (
 type Options struct {
 	Output    io.Writer     // where events are printed; nil means os.Stdout, io.Discard prints nothing
 	Format    Format        // FormatColumns (default) or FormatJSON
-	Timeout   time.Duration // stop after this long; 0 means until ctx is done
+	Timeout   time.Duration // stop this long after Run began; 0 means until ctx is done
 	MaxEvents int           // stop after this many events passed Filters; 0 means no limit
 	// Params sets the gadget's parameters by name (see [Params]); the others
 	// keep their defaults. Values are parsed by the parameter's type.
@@ -93,7 +93,29 @@ func Run(ctx context.Context, g *verify.Approved, opts Options) (*Stats, error) 
 // run does Run's work on a gadget ELF that does not need to come from
 // verify, so tests can run objects they build.
 func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, error) {
-	stats, err := runGadget(ctx, elf, opts)
+	if opts.Timeout < 0 || opts.MaxEvents < 0 || opts.Interval < 0 {
+		return nil, fmt.Errorf("run gadget %s: negative Timeout, MaxEvents or Interval", name)
+	}
+	runCtx := ctx
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	out := opts.Output
+	if out == nil {
+		out = os.Stdout
+	}
+	q := newOutputQueue(out, runCtx.Done())
+	stats, err := runGadget(runCtx, elf, opts, q)
+	if errors.Is(err, errRunEnded) {
+		err = nil // the output was blocked when the run ended: the end, not a failure
+	}
+	// Everything the run created in the kernel is released by now; what it
+	// printed is still written, if the output takes it.
+	if ferr := q.flush(); ferr != nil && err == nil {
+		err = fmt.Errorf("print: %w", ferr)
+	}
 	if err != nil {
 		return stats, fmt.Errorf("run gadget %s: %w", name, err)
 	}
@@ -133,15 +155,10 @@ func failedProgram(plan []program, err error) (program, bool) {
 	return program{}, false
 }
 
-// runGadget returns nil Stats until the gadget is loaded: nothing ran.
-func runGadget(ctx context.Context, elf []byte, opts Options) (*Stats, error) {
-	if opts.Timeout < 0 || opts.MaxEvents < 0 || opts.Interval < 0 {
-		return nil, errors.New("negative Timeout, MaxEvents or Interval")
-	}
-	out := opts.Output
-	if out == nil {
-		out = os.Stdout
-	}
+// runGadget runs the gadget until ctx is done (the caller's end or the
+// timeout), printing to out. It returns nil Stats until the gadget is
+// attached: nothing ran.
+func runGadget(ctx context.Context, elf []byte, opts Options, out io.Writer) (*Stats, error) {
 
 	// Everything about the gadget is checked before the first kernel object exists.
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
@@ -202,15 +219,21 @@ func runGadget(ctx context.Context, elf []byte, opts Options) (*Stats, error) {
 
 	stats := &Stats{Kind: g.kind()}
 	e := &emitter{dec: g.decoder, view: v, printer: p, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
-	return stats, runLoaded(ctx, coll, g, e, opts)
+	if ran, err := runLoaded(ctx, coll, g, e, opts); !ran {
+		return nil, err
+	} else if err != nil {
+		return stats, err
+	}
+	return stats, nil
 }
 
-// runLoaded attaches the loaded gadget and runs it until its end. The
-// caller closes coll; runLoaded closes everything else it opens.
-func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
+// runLoaded attaches the loaded gadget and runs it until its end; ran is
+// false when it failed before it was attached. The caller closes coll;
+// runLoaded closes everything else it opens.
+func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) (ran bool, err error) {
 	stats := e.stats
 	if g.snapshot != nil {
-		return runSnapshot(ctx, coll, g, e, opts)
+		return runSnapshot(ctx, coll, g, e)
 	}
 	// A tracer's reader opens before its programs are attached: a perf event
 	// array drops what a CPU sends before that CPU's buffer exists.
@@ -218,25 +241,20 @@ func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter
 	if g.mapIter == nil {
 		var err error
 		if rd, err = newEventReader(coll.Maps[g.events], stats); err != nil {
-			return fmt.Errorf("read events from %s: %w", g.events, err)
+			return false, fmt.Errorf("read events from %s: %w", g.events, err)
 		}
 		defer rd.Close() // when attaching fails; closing it twice is harmless
 	}
 	for _, prog := range g.attach {
 		l, err := prog.attach(coll.Programs[prog.name])
 		if err != nil {
-			return err
+			return false, err
 		}
 		defer l.Close()
 	}
 
 	if g.mapIter != nil {
-		return runMapIter(ctx, coll, g, e, opts)
-	}
-	if opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
+		return true, runMapIter(ctx, coll, g, e, opts)
 	}
 	// Closing the reader is how a blocked read learns that ctx is done. If that
 	// already began, wait for it to finish: the reader maps the ring buffer's
@@ -255,9 +273,9 @@ func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter
 	}()
 
 	if err := e.printer.start(); err != nil {
-		return fmt.Errorf("print: %w", err)
+		return true, fmt.Errorf("print: %w", err)
 	}
-	err := readEvents(rd, e)
+	err = readEvents(rd, e)
 	if errors.Is(err, os.ErrClosed) && ctx.Err() != nil {
 		err = nil
 	}
@@ -268,7 +286,7 @@ func runLoaded(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter
 		}
 		stats.Lost += lost
 	}
-	return err
+	return true, err
 }
 
 // readCounter reads a 64-bit global variable through its section's map.

@@ -65,38 +65,33 @@ func parseSnapshotter(spec *ebpf.CollectionSpec, marker, rest string) (*gadget, 
 // prints the records until MaxEvents were printed; a done ctx or the
 // timeout stops it between iterators and between records. The caller has
 // loaded the gadget and releases it; the links are closed here, each once
-// it was read.
-func runSnapshot(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
-	if opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-	}
+// it was read. ran is false when the first iterator could not be read.
+func runSnapshot(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter) (ran bool, err error) {
 	var records [][]byte
-	for _, name := range g.snapshot.programs {
+	for i, name := range g.snapshot.programs {
 		if ctx.Err() != nil {
-			return nil
+			return true, nil
 		}
-		i := slices.IndexFunc(g.attach, func(p program) bool { return p.name == name })
-		recs, err := readIterator(g.attach[i], coll.Programs[name], g.decoder.size)
+		at := slices.IndexFunc(g.attach, func(p program) bool { return p.name == name })
+		recs, err := readIterator(g.attach[at], coll.Programs[name], g.decoder.size)
 		if err != nil {
-			return fmt.Errorf("snapshotter %s: %w", g.snapshot.name, err)
+			return i > 0, fmt.Errorf("snapshotter %s: %w", g.snapshot.name, err)
 		}
 		records = append(records, recs...)
 	}
 
 	if err := e.printer.start(); err != nil {
-		return fmt.Errorf("print: %w", err)
+		return true, fmt.Errorf("print: %w", err)
 	}
 	for _, rec := range records {
 		if ctx.Err() != nil {
-			return nil
+			return true, nil
 		}
 		if more, err := e.record(rec); err != nil || !more {
-			return err
+			return true, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // readIterator attaches the iterator program p, reads everything it writes

@@ -42,7 +42,12 @@ func main() {
 
 // signalContext is cancelled by Ctrl-C or SIGTERM.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal ends the command in order; a second one kills it at once (the default
+	// action). That is safe: the trust store survives a crash, and nothing of a gadget is
+	// pinned, so its programs, maps and links go with the process.
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // outputFormat is the -o flag: it refuses formats it does not know when parsed.

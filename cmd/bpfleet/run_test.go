@@ -23,13 +23,13 @@ import (
 )
 
 // runDevice sets up a device whose trust store was provisioned offline (no broker) with a
-// delta trusting the gadget key that signed top_file and trace_exec, both imported.
+// delta trusting the gadget key that signed top_file, trace_exec and trace_open, all imported.
 func runDevice(t *testing.T) *e2e {
 	e := newE2E(t)
 	build := filepath.Dir(filepath.Dir(e.bin))
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/fleet"))
 	e.run(e.ctl, "keygen", "--output-key-prefix", e.path("keys/gadget"))
-	for _, g := range []string{"top_file", "trace_exec"} {
+	for _, g := range []string{"top_file", "trace_exec", "trace_open"} {
 		e.run(e.ctl, "package", "--layout", e.path("layout"), "--ref", g+":latest",
 			"--elf", filepath.Join(build, "gadgets", g+".bpf.o"), "--metadata", filepath.Join("..", "..", "gadgets", g, "gadget.yaml"))
 		e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), g+":latest")
@@ -167,6 +167,36 @@ func TestRunCommand(t *testing.T) {
 		stop()
 		if err != nil || !strings.Contains(stdout, long) {
 			t.Errorf("piped: %v, want %s whole:\n%s\n%s", err, long, stdout, stderr)
+		}
+	})
+
+	t.Run("blocked stdout", func(t *testing.T) {
+		// A reader of stdout that never reads: the timeout still ends the run, the gadget
+		// is released, and the error says what was not printed.
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		go func() { // opens by the thousand: far more lines than the pipe and the queue hold
+			for ctx.Err() == nil {
+				if f, err := os.Open("/dev/null"); err == nil {
+					f.Close()
+				}
+			}
+		}()
+		cmd := exec.CommandContext(ctx, e.bin, "--data-dir", e.dataDir, "run", "trace_open", "--timeout", "2s")
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = w, &stderr
+		err = cmd.Run()
+		w.Close()
+		if ctx.Err() != nil {
+			t.Fatalf("bpfleet run outlived its --timeout by far with a blocked stdout:\n%s", stderr.String())
+		}
+		if err == nil || !regexp.MustCompile(`print: the output took nothing for 1s: gave up on \d+ unprinted line\(s\)`).MatchString(stderr.String()) {
+			t.Errorf("%v, want the unprinted lines named:\n%s", err, stderr.String())
 		}
 	})
 
