@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -19,16 +20,21 @@ import (
 	"github.com/bpfleet/bpfleet/verify/sigstore"
 )
 
-const gadgetRef = "trace_exec:latest"
+// The gadgets of the bench device: trace_exec for start-up, trace_open for throughput (open()
+// calls come far faster than execs, enough to make a reader the bottleneck).
+const (
+	gadgetRef     = "trace_exec:latest"
+	throughputRef = "trace_open:latest"
+)
 
-// device is a device data directory as `bpfleet run` uses it: images/ holds trace_exec
-// (built by `make gadgets`) packaged for this machine, trust/ the sig fleet's signatures plus
-// one delta that signs trace_exec's index digest.
+// device is a device data directory as `bpfleet run` uses it: images/ holds trace_exec and
+// trace_open (built by `make gadgets`) packaged for this machine, trust/ the sig fleet's
+// signatures plus one delta that signs both index digests.
 type device struct {
 	dir    string
 	images *oci.Layout
 	snap   *store.Snapshot
-	elf    []byte
+	elf    map[string][]byte // the gadgets' eBPF objects by ref
 }
 
 var (
@@ -47,20 +53,27 @@ func (e *env) newDevice() (*device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &device{dir: filepath.Join(e.work, "device")}
-	if d.elf, err = os.ReadFile(filepath.Join(e.build, "gadgets", "trace_exec.bpf.o")); err != nil {
-		return nil, err
-	}
-	meta, _ := os.ReadFile(filepath.Join(e.repo, "gadgets", "trace_exec", "gadget.yaml"))
+	d := &device{dir: filepath.Join(e.work, "device"), elf: make(map[string][]byte)}
 	if d.images, err = oci.Open(filepath.Join(d.dir, "images")); err != nil {
 		return nil, err
 	}
-	desc, err := d.images.PackageGadget(oci.Gadget{Ref: gadgetRef, Arch: runtime.GOARCH, Program: d.elf, Metadata: meta,
-		Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
-	if err != nil {
-		return nil, err
+	var sigs []trust.Signature
+	for _, ref := range []string{gadgetRef, throughputRef} {
+		name, _, _ := strings.Cut(ref, ":")
+		elf, err := os.ReadFile(filepath.Join(e.build, "gadgets", name+".bpf.o"))
+		if err != nil {
+			return nil, err
+		}
+		meta, _ := os.ReadFile(filepath.Join(e.repo, "gadgets", name, "gadget.yaml"))
+		desc, err := d.images.PackageGadget(oci.Gadget{Ref: ref, Arch: runtime.GOARCH, Program: elf, Metadata: meta,
+			Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+		if err != nil {
+			return nil, err
+		}
+		d.elf[ref] = elf
+		sigs = append(sigs, bf.signer.sign(desc.Digest, name))
 	}
-	raw, _, err := bf.issue(nil, []trust.Signature{bf.signer.sign(desc.Digest, "trace_exec")})
+	raw, _, err := bf.issue(nil, sigs)
 	if err != nil {
 		return nil, err
 	}
