@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/verify"
@@ -45,6 +46,19 @@ type Param struct {
 	// SizesMap is, for a parameter <map>_max_entries, the map whose
 	// max_entries it sets; such a parameter must be positive. "" for others.
 	SizesMap string `json:"sizes_map,omitempty"`
+	// Description is what the gadget's metadata says of the parameter
+	// (params.ebpf.<name>.description in its gadget.yaml); "" if nothing.
+	Description string `json:"description,omitempty"`
+}
+
+// metadataParams is the part of a gadget's metadata that describes its
+// parameters, as Inspektor Gadget's gadget.yaml has it.
+type metadataParams struct {
+	Params struct {
+		EBPF map[string]struct {
+			Description string `yaml:"description"`
+		} `yaml:"ebpf"`
+	} `yaml:"params"`
 }
 
 // paramSpec is a Param and where its bytes live.
@@ -54,17 +68,21 @@ type paramSpec struct {
 	encode func(string) ([]byte, error)
 }
 
-// Params lists the parameters of an approved gadget, sorted by name,
-// without loading anything into the kernel.
+// Params lists the parameters of an approved gadget, sorted by name, with
+// the descriptions its metadata gives them, without loading anything into
+// the kernel.
 func Params(g *verify.Approved) ([]Param, error) {
-	ps, err := params(g.Program())
+	ps, err := params(g.Program(), g.Metadata())
 	if err != nil {
 		return nil, fmt.Errorf("gadget %s: %w", g.Ref(), err)
 	}
 	return ps, nil
 }
 
-func params(elf []byte) ([]Param, error) {
+// params lists the parameters of elf; metadata is the image's gadget.yaml
+// (nil for none). The ELF alone says what the parameters are: metadata only
+// describes them, and says nothing of parameters the program lacks.
+func params(elf, metadata []byte) ([]Param, error) {
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
 	if err != nil {
 		return nil, fmt.Errorf("parse ELF: %w", err)
@@ -73,9 +91,14 @@ func params(elf []byte) ([]Param, error) {
 	if err != nil {
 		return nil, err
 	}
+	var meta metadataParams
+	if err := yaml.Unmarshal(metadata, &meta); err != nil {
+		return nil, fmt.Errorf("gadget metadata: %w", err)
+	}
 	out := make([]Param, len(specs))
 	for i, p := range specs {
 		out[i] = p.Param
+		out[i].Description = strings.TrimSpace(meta.Params.EBPF[p.Name].Description)
 	}
 	return out, nil
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,27 +21,58 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestParamsTraceOpen(t *testing.T) {
-	got, err := params(gadgetELF(t, "trace_open"))
+// gadgetMetadata reads a built-in gadget's gadget.yaml, as it is packaged as the image's config.
+func gadgetMetadata(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "gadgets", name, "gadget.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Param{
-		{Name: "failed_only", Type: "bool", Default: "false"},
-		{Name: "prefix", Type: "string", MaxLen: 127, Default: ""},
-		{Name: "start_max_entries", Type: "uint32", Default: "10240", SizesMap: "start"},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("params\n%+v\nwant\n%+v", got, want)
-	}
+	return data
+}
 
-	got, err = params(gadgetELF(t, "trace_tcpconnect"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want = []Param{{Name: "sockets_max_entries", Type: "uint32", Default: "8192", SizesMap: "sockets"}, {Name: "target_port", Type: "uint16", Default: "0"}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("params %+v, want %+v", got, want)
+func TestParams(t *testing.T) {
+	for _, tc := range []struct {
+		gadget   string
+		metadata []byte
+		want     []Param
+		wantErr  string
+	}{
+		{gadget: "trace_open", metadata: gadgetMetadata(t, "trace_open"), want: []Param{
+			{Name: "failed_only", Type: "bool", Default: "false", Description: "Only report calls that failed."},
+			{Name: "prefix", Type: "string", MaxLen: 127, Default: "", Description: "Only report paths that start with this prefix (at most 127 bytes)."},
+			{Name: "start_max_entries", Type: "uint32", Default: "10240", SizesMap: "start",
+				Description: "How many threads can be inside openat() at once without losing calls."},
+		}},
+		{gadget: "trace_tcpconnect", metadata: gadgetMetadata(t, "trace_tcpconnect"), want: []Param{
+			{Name: "sockets_max_entries", Type: "uint32", Default: "8192", SizesMap: "sockets",
+				Description: "How many connection attempts can be in flight at once without losing events."},
+			{Name: "target_port", Type: "uint16", Default: "0", Description: "Only report connections to this destination port; 0 for all."},
+		}},
+		// The ELF says what the parameters are; metadata only describes them.
+		{gadget: "trace_tcpconnect", metadata: nil, want: []Param{
+			{Name: "sockets_max_entries", Type: "uint32", Default: "8192", SizesMap: "sockets"},
+			{Name: "target_port", Type: "uint16", Default: "0"},
+		}},
+		{gadget: "trace_tcpconnect", metadata: []byte("params:\n  ebpf:\n    no_such:\n      description: not in the ELF\n    target_port: {description: ' Port. '}\n"), want: []Param{
+			{Name: "sockets_max_entries", Type: "uint32", Default: "8192", SizesMap: "sockets"},
+			{Name: "target_port", Type: "uint16", Default: "0", Description: "Port."},
+		}},
+		{gadget: "trace_tcpconnect", metadata: []byte("params: [unclosed"), wantErr: "gadget metadata: yaml: "},
+	} {
+		got, err := params(gadgetELF(t, tc.gadget), tc.metadata)
+		if tc.wantErr != "" {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want one starting %q", tc.gadget, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s params\n%+v\nwant\n%+v", tc.gadget, got, tc.want)
+		}
 	}
 }
 
@@ -210,7 +243,7 @@ func TestZeroMaxEntriesRefused(t *testing.T) {
 // numbers, and list their defaults by name.
 func TestNamedParams(t *testing.T) {
 	elf := testdataELF(t, "typed_params")
-	got, err := params(elf)
+	got, err := params(elf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ type Approved struct {
 	digest   string
 	program  []byte
 	btfgen   []byte
+	metadata []byte
 	decision Decision
 }
 
@@ -26,6 +27,11 @@ func (a *Approved) Program() []byte { return a.program }
 // kernel), or nil when the image has none. The runner takes CO-RE types from it on kernels without
 // BTF. Callers must not modify it.
 func (a *Approved) BTFGen() []byte { return a.btfgen }
+
+// Metadata returns the image's gadget metadata (Inspektor Gadget's gadget.yaml, the manifest's
+// config blob), as verified with the rest; nil when the image's config is empty. The runner
+// takes parameter descriptions from it. Callers must not modify it.
+func (a *Approved) Metadata() []byte { return a.metadata }
 
 // Decision explains why the gadget was approved.
 func (a *Approved) Decision() Decision { return a.decision }

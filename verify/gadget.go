@@ -102,7 +102,8 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	if err := checkConfig(images, manifest.Config); err != nil {
+	metadata, err := readConfig(images, manifest.Config)
+	if err != nil {
 		return nil, fmt.Errorf("config (gadget metadata): %w", err)
 	}
 	var programs, btfgens []oci.Descriptor
@@ -137,30 +138,30 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	default:
 		return nil, fmt.Errorf("manifest %s has %d layers of type %s, want at most one", manifestDesc.Digest, len(btfgens), oci.MediaTypeBTFGen)
 	}
-	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, decision: decision}, nil
+	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, metadata: metadata, decision: decision}, nil
 }
 
 // emptyJSON is the content of the OCI empty descriptor ("{}"), which IG-signed images may use
 // as their config: its digest fixes it, so a layout need not hold the blob.
 const emptyJSON = "{}"
 
-// checkConfig checks the manifest's config blob (IG's gadget metadata) against its descriptor:
-// the signature covers it like the layers, so a changed one is ErrTampered, even though the
-// runner does not read it.
-func checkConfig(images *oci.Layout, config oci.Descriptor) error {
+// readConfig reads the manifest's config blob (IG's gadget metadata) and checks it against its
+// descriptor: the signature covers it like the layers, so a changed one is ErrTampered. It
+// returns nil for the empty config.
+func readConfig(images *oci.Layout, config oci.Descriptor) ([]byte, error) {
 	if config.Data != nil {
 		// Embedded data stands for the blob and must match the descriptor like it.
 		if int64(len(config.Data)) != config.Size || oci.Digest(config.Data) != config.Digest {
-			return fmt.Errorf("blob %s (%s): %w: the data embedded in its descriptor hashes to %s (%d bytes)",
+			return nil, fmt.Errorf("blob %s (%s): %w: the data embedded in its descriptor hashes to %s (%d bytes)",
 				config.Digest, config.MediaType, ErrTampered, oci.Digest(config.Data), len(config.Data))
 		}
-		return nil
+		return config.Data, nil
 	}
-	_, err := images.ReadBlob(config)
+	data, err := images.ReadBlob(config)
 	if errors.Is(err, ErrNotFound) && config.Digest == oci.Digest([]byte(emptyJSON)) && config.Size == int64(len(emptyJSON)) {
-		return nil
+		return nil, nil
 	}
-	return err
+	return data, err
 }
 
 // letThrough decides whether a gadget whose signature did not verify may still run, and

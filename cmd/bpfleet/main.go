@@ -376,7 +376,7 @@ func runCmd(dataDir *string) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PARAM\tTYPE\tDEFAULT\tSIZES MAP")
+				fmt.Fprintln(tw, "PARAM\tTYPE\tDEFAULT\tSIZES MAP\tDESCRIPTION")
 				for _, p := range ps {
 					typ := p.Type
 					switch {
@@ -391,7 +391,7 @@ func runCmd(dataDir *string) *cobra.Command {
 					if p.SizesMap != "" {
 						sizes = p.SizesMap + " (max_entries, > 0)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%q\t%s\n", p.Name, typ, p.Default, sizes)
+					fmt.Fprintf(tw, "%s\t%s\t%q\t%s\t%s\n", p.Name, typ, p.Default, sizes, p.Description)
 				}
 				return tw.Flush()
 			}

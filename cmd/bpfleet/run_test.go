@@ -228,8 +228,8 @@ func TestRunCommand(t *testing.T) {
 		var sizing []string
 		for _, p := range ps {
 			for k := range p {
-				if k != "name" && k != "type" && k != "default" && k != "sizes_map" && k != "max_len" {
-					t.Errorf("param %v: key %q, want snake_case keys name, type, default, sizes_map, max_len", p, k)
+				if k != "name" && k != "type" && k != "default" && k != "sizes_map" && k != "max_len" && k != "description" {
+					t.Errorf("param %v: key %q, want snake_case keys name, type, default, sizes_map, max_len, description", p, k)
 				}
 			}
 			if p["sizes_map"] != nil {
@@ -239,9 +239,14 @@ func TestRunCommand(t *testing.T) {
 		if strings.Join(sizing, ",") != "stats_max_entries->stats" {
 			t.Errorf("params sizing maps %v, want stats_max_entries->stats", sizing)
 		}
+		// Descriptions come from the signed image's metadata (gadgets/top_file/gadget.yaml).
+		if len(ps) != 3 || ps[0]["name"] != "all_files" ||
+			ps[0]["description"] != "Count every kind of file (sockets, pipes, terminals, devices), not only regular files." {
+			t.Errorf("params %v: want all_files first, described as in top_file's gadget.yaml", ps)
+		}
 
 		stdout, _, err = runSplit(e, false, "run", "top_file", "--list-params")
-		if err != nil || !regexp.MustCompile(`(?m)^stats_max_entries +uint32 +"10240" +stats \(max_entries, > 0\)$`).MatchString(stdout) {
+		if err != nil || !regexp.MustCompile(`(?m)^stats_max_entries +uint32 +"10240" +stats \(max_entries, > 0\) +How many thread and file pairs one interval can show; calls on further pairs are not counted\.$`).MatchString(stdout) {
 			t.Errorf("%v:\n%s", err, stdout)
 		}
 
