@@ -137,12 +137,13 @@
 //     from [os/signal.NotifyContext]), when Options.Timeout passes, when
 //     Options.MaxEvents events were read, or on the first error reading,
 //     decoding or printing an event. The first three are not errors.
-//   - Events are printed from a queue on a goroutine of their own, so an
-//     output that stopped taking them (a full pipe, a stalled terminal)
-//     cannot hold the run: it still ends on time and releases the kernel
-//     objects. Run then waits for the output to take what was printed as
-//     long as it takes lines, and gives up (with an error saying how many
-//     lines were not printed) once it took nothing for a second.
+//   - Events printed to a file (stdout) go through a queue to a goroutine
+//     of their own, so an output that stopped taking them (a full pipe, a
+//     stalled terminal) cannot hold the run: it still ends on time and
+//     releases the kernel objects. Run then waits for the output to take
+//     what was printed as long as it takes lines, and gives up (with an
+//     error saying how many lines were not printed) once it took nothing
+//     for a second.
 //   - On every end, Run closes the reader, detaches and closes every link
 //     (for a socket filter, its socket),
 //     then closes every program and map, all before it returns. Nothing is

@@ -124,8 +124,10 @@ type row struct {
 }
 
 // runMapIter prints the gadget's map every interval until ctx is done, the
-// timeout passes or MaxEvents rows were printed. The caller has loaded and
-// attached the gadget and releases it.
+// timeout passes or MaxEvents rows were printed. What was counted since the
+// last round when ctx is done is printed as a last, shorter round (if it has
+// rows), so a run shorter than the interval still shows what it saw. The
+// caller has loaded and attached the gadget and releases it.
 func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitter, opts Options) error {
 	interval := opts.Interval
 	if interval == 0 {
@@ -135,19 +137,13 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitte
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	printed := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		if ctx.Err() != nil {
-			return nil // both were ready; the end wins
-		}
+	// round prints the map's rows; more is false once MaxEvents rows were
+	// printed. A last round (final) prints nothing when it has no rows.
+	round := func(final bool) (more bool, err error) {
 		at := time.Now()
 		rows, err := g.mapIter.fetch(m, g.decoder)
 		if err != nil {
-			return err
+			return false, err
 		}
 		// The round's heading gives the number of rows shown, so they are
 		// filtered, and cut at MaxEvents, before any is printed. Rows past
@@ -162,19 +158,34 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitte
 				shown = append(shown, r)
 			}
 		}
-		last := opts.MaxEvents > 0 && printed+len(shown) == opts.MaxEvents
+		if final && len(shown) == 0 {
+			return false, nil
+		}
 		if err := e.printer.round(at, len(shown)); err != nil {
-			return fmt.Errorf("print: %w", err)
+			return false, fmt.Errorf("print: %w", err)
 		}
 		e.stats.Rounds++
 		for _, r := range shown {
 			if err := e.show(r.ev); err != nil {
-				return err
+				return false, err
 			}
 		}
 		printed += len(shown)
-		if last {
-			return nil
+		return opts.MaxEvents == 0 || printed < opts.MaxEvents, nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_, err := round(true)
+			return err
+		case <-tick.C:
+		}
+		if ctx.Err() != nil { // both were ready; the end wins
+			_, err := round(true)
+			return err
+		}
+		if more, err := round(false); err != nil || !more {
+			return err
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -301,5 +302,34 @@ func TestNegativeInterval(t *testing.T) {
 	_, err := run(context.Background(), "top_file", nil, Options{Interval: -time.Second})
 	if err == nil || !strings.Contains(err.Error(), "negative Timeout, MaxEvents or Interval") {
 		t.Fatalf("got %v, want the negative interval refused", err)
+	}
+}
+
+// A run that ends between rounds prints what was counted since the last one
+// as a last round: here the whole run is shorter than one interval.
+func TestTopFileLastRound(t *testing.T) {
+	requireRoot(t)
+	elf := gadgetELF(t, "top_file")
+	path := t.TempDir() + "/" + uniqueName("lastround-")
+	out := newRoundWriter()
+	var writes atomic.Int64
+	stop := triggerLoop(t, func() error {
+		_, err := fileIO(path, []int{100}, 100)
+		if err == nil {
+			writes.Add(1)
+		}
+		return err
+	})
+	stats, err := run(context.Background(), "top_file", elf, Options{
+		Output: out, Interval: time.Hour, Timeout: 700 * time.Millisecond,
+		Params: map[string]string{"target_pid": strconv.Itoa(os.Getpid())},
+	})
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := path[strings.LastIndexByte(path, '/')+1:]
+	if stats.Rounds != 1 || stats.Events == 0 || out.rounds != 1 || !strings.Contains(out.String(), name) {
+		t.Errorf("stats %+v, %d headings; want one last round with a row for %s (%d writes):\n%s", *stats, out.rounds, name, writes.Load(), out.String())
 	}
 }

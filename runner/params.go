@@ -162,7 +162,7 @@ func newParamSpec(spec *ebpf.CollectionSpec, name string) (paramSpec, error) {
 			p.encode = func(s string) ([]byte, error) {
 				b, err := strconv.ParseBool(s)
 				if err != nil {
-					return nil, fmt.Errorf("%q is not a bool (true or false)", s)
+					return nil, fmt.Errorf("%q is not a bool (true or false; 1, 0, t and f also do)", s)
 				}
 				out := make([]byte, t.Size)
 				if b {
@@ -232,10 +232,18 @@ func namedIntParam(tag string, t *btf.Int, initial []byte) (typeName, def string
 		intName = "int"
 	}
 	asInt := intEncoder(intName+strconv.Itoa(int(bits)), t.Size, signed)
+	// A number is taken as the kernel would see it: 0 (commonly "any") up to
+	// the last real-time signal, or an error number below 4096.
+	inRange := func(s string, limit int64, what string) ([]byte, error) {
+		if v, err := strconv.ParseInt(s, 10, 64); err == nil && (v < 0 || v > limit) {
+			return nil, fmt.Errorf("%d is not %s (0 to %d)", v, what, limit)
+		}
+		return asInt(s)
+	}
 	if tag == signalTag {
 		return "signal", Signal(n).String(), func(s string) ([]byte, error) {
-			if b, err := asInt(s); err == nil {
-				return b, nil
+			if b, err := inRange(s, maxSignal, "a signal number"); err == nil || isNumber(s) {
+				return b, err
 			}
 			name := strings.ToUpper(s)
 			if !strings.HasPrefix(name, "SIG") {
@@ -249,8 +257,8 @@ func namedIntParam(tag string, t *btf.Int, initial []byte) (typeName, def string
 		}
 	}
 	return "errno", Errno(n).String(), func(s string) ([]byte, error) {
-		if b, err := asInt(s); err == nil {
-			return b, nil
+		if b, err := inRange(s, maxErrno, "an error number"); err == nil || isNumber(s) {
+			return b, err
 		}
 		num, ok := errnoNumbers()[strings.ToUpper(s)]
 		if !ok {
@@ -260,12 +268,25 @@ func namedIntParam(tag string, t *btf.Int, initial []byte) (typeName, def string
 	}
 }
 
+// maxSignal is Linux's last real-time signal (SIGRTMAX); maxErrno the
+// largest error number a system call returns.
+const (
+	maxSignal = 64
+	maxErrno  = 4095
+)
+
+// isNumber tells whether s is written as a decimal integer.
+func isNumber(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
+	return err == nil
+}
+
 // errnoNumbers maps the errno names Errno prints to their numbers.
 var errnoNumbers = sync.OnceValue(func() map[string]unix.Errno {
 	m := make(map[string]unix.Errno)
 	// Linux error numbers are below 4096, the range system calls return
 	// errors in.
-	for e := unix.Errno(1); e < 4096; e++ {
+	for e := unix.Errno(1); e <= maxErrno; e++ {
 		if name := unix.ErrnoName(e); name != "" {
 			m[name] = e
 		}

@@ -136,7 +136,7 @@ func TestApplyParams(t *testing.T) {
 	for _, tc := range []struct {
 		name, value, want string
 	}{
-		{"failed_only", "maybe", `param failed_only: "maybe" is not a bool (true or false)`},
+		{"failed_only", "maybe", `param failed_only: "maybe" is not a bool (true or false; 1, 0, t and f also do)`},
 		{"start_max_entries", "-1", `param start_max_entries: "-1" is not a uint32 (0 to 4294967295)`},
 		{"start_max_entries", "4294967296", `param start_max_entries: "4294967296" is not a uint32`},
 		{"prefix", strings.Repeat("a", 128), "param prefix: " + `"` + strings.Repeat("a", 128) + `" is 128 bytes: a string of at most 127 bytes`},
@@ -266,6 +266,7 @@ func TestNamedParams(t *testing.T) {
 		{"target_signal", "sigusr2", uint32(unix.SIGUSR2)},
 		{"target_signal", "9", 9},
 		{"target_signal", "0", 0},
+		{"target_signal", "64", 64},
 		{"target_errno", "ENOENT", uint32(unix.ENOENT)},
 		{"target_errno", "eacces", uint32(unix.EACCES)},
 		{"target_errno", "5", 5},
@@ -283,6 +284,9 @@ func TestNamedParams(t *testing.T) {
 		{"target_signal", "", `param target_signal: "" is not a signal`},
 		{"target_errno", "ENOPE", `param target_errno: "ENOPE" is not an errno (a name such as ENOENT, or a number)`},
 		{"target_errno", "SIGTERM", `param target_errno: "SIGTERM" is not an errno`},
+		{"target_signal", "99", `param target_signal: 99 is not a signal number (0 to 64)`},
+		{"target_signal", "-1", `param target_signal: -1 is not a signal number (0 to 64)`},
+		{"target_errno", "5000", `param target_errno: 5000 is not an error number (0 to 4095)`},
 	} {
 		err := applyParams(loadSpec(t, elf), ps, map[string]string{tc.name: tc.value})
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {

@@ -21,7 +21,10 @@ import (
 // Options controls a run. The zero value prints columns to os.Stdout until
 // the context is done.
 type Options struct {
-	Output    io.Writer     // where events are printed; nil means os.Stdout, io.Discard prints nothing
+	// Output is where events are printed; nil means os.Stdout, io.Discard
+	// prints nothing. A file (a pipe, a terminal) is written to from a queue
+	// (see the package doc), any other writer directly, on Run's goroutine.
+	Output    io.Writer
 	Format    Format        // FormatColumns (default) or FormatJSON
 	Timeout   time.Duration // stop this long after Run began; 0 means until ctx is done
 	MaxEvents int           // stop after this many events passed Filters; 0 means no limit
@@ -106,15 +109,23 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 	if out == nil {
 		out = os.Stdout
 	}
-	q := newOutputQueue(out, runCtx.Done())
-	stats, err := runGadget(runCtx, elf, opts, q)
+	// A file (stdout: a pipe, a terminal) can block; other writers are the
+	// caller's own and are written to directly, on Run's goroutine.
+	var q *outputQueue
+	if f, ok := out.(*os.File); ok {
+		q = newOutputQueue(f, runCtx.Done())
+		out = q
+	}
+	stats, err := runGadget(runCtx, elf, opts, out)
 	if errors.Is(err, errRunEnded) {
 		err = nil // the output was blocked when the run ended: the end, not a failure
 	}
 	// Everything the run created in the kernel is released by now; what it
 	// printed is still written, if the output takes it.
-	if ferr := q.flush(); ferr != nil && err == nil {
-		err = fmt.Errorf("print: %w", ferr)
+	if q != nil {
+		if ferr := q.flush(); ferr != nil && err == nil {
+			err = fmt.Errorf("print: %w", ferr)
+		}
 	}
 	if err != nil {
 		return stats, fmt.Errorf("run gadget %s: %w", name, err)

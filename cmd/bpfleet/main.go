@@ -316,8 +316,11 @@ func runCmd(dataDir *string) *cobra.Command {
 			if !c.Flags().Changed("width") {
 				width = terminalWidth(os.Stdout)
 			}
-			if interval <= 0 {
-				return fmt.Errorf("--interval must be positive")
+			if interval < minInterval {
+				return fmt.Errorf("--interval %v: must be at least %v (each round reads and clears the whole map)", interval, minInterval)
+			}
+			if listParams && (len(params) > 0 || len(fields) > 0 || len(filters) > 0) {
+				return fmt.Errorf("--list-params only lists the gadget's parameters: it takes no --param, --fields or --filter")
 			}
 			opts := runner.Options{Timeout: timeout, MaxEvents: maxEvents, Fields: fields, Interval: interval, Width: width}
 			if out == "json" {
@@ -409,7 +412,7 @@ func runCmd(dataDir *string) *cobra.Command {
 	addOutputFlag(c, &out)
 	c.Flags().DurationVar(&timeout, "timeout", 0, "stop after this long (default: until Ctrl-C)")
 	c.Flags().IntVar(&maxEvents, "max-events", 0, "stop after this many events (that pass --filter)")
-	c.Flags().DurationVar(&interval, "interval", runner.DefaultInterval, "how often a map iterator gadget (top_file) prints and clears its rows")
+	c.Flags().DurationVar(&interval, "interval", runner.DefaultInterval, "how often a map iterator gadget (top_file) prints and clears its rows, at least 100ms (other gadgets have no rounds)")
 	c.Flags().StringArrayVar(&params, "param", nil, "set a gadget parameter, name=value (repeatable)")
 	c.Flags().BoolVar(&listParams, "list-params", false, "list the gadget's parameters with their types, defaults and the maps they size, and exit")
 	c.Flags().StringSliceVar(&fields, "fields", nil, "print only these fields, in this order (comma-separated)")
@@ -417,6 +420,9 @@ func runCmd(dataDir *string) *cobra.Command {
 	c.Flags().IntVar(&width, "width", 0, "fit column lines in this many characters, 0 for no limit (default: the terminal's width, no limit when not a terminal)")
 	return c
 }
+
+// minInterval is the shortest --interval: shorter rounds would print mostly empty headings.
+const minInterval = 100 * time.Millisecond
 
 // terminalWidth is the width of the terminal f is, in characters; 0 when f is not a terminal
 // (a pipe, a file), which then gets every value whole.

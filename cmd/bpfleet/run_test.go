@@ -209,6 +209,8 @@ func TestRunCommand(t *testing.T) {
 		{[]string{"--param", "no_such=1"}, "param no_such: the gadget has no such parameter"},
 		{[]string{"--fields", "no_such"}, "no_such"},
 		{[]string{"--filter", "no_such=1"}, "no_such"},
+		{[]string{"--interval", "1ns"}, "--interval 1ns: must be at least 100ms"},
+		{[]string{"--list-params", "--param", "target_pid=1"}, "--list-params only lists the gadget's parameters: it takes no --param, --fields or --filter"},
 	} {
 		_, stderr, err := runSplit(e, false, append([]string{"run", "top_file", "--timeout", "5s"}, tc.args...)...)
 		if err == nil || !strings.Contains(lastLine(stderr), tc.want) {
