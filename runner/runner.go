@@ -138,6 +138,15 @@ func loadError(plan []program, target *coreTarget, err error) error {
 	if target.missing != "" {
 		return fmt.Errorf("load: %s, and the gadget is compiled for CO-RE against it: %w", target.missing, err)
 	}
+	// Without the privilege, cilium/ebpf's hint (raise RLIMIT_MEMLOCK) would
+	// send a user the wrong way.
+	if errors.Is(err, unix.EPERM) {
+		if caps, cerr := effectiveCapabilities(); cerr == nil {
+			if reason := privilegeRefusal(caps); reason != "" {
+				return fmt.Errorf("load: %s: %w", reason, unix.EPERM)
+			}
+		}
+	}
 	// An fentry/fexit program refused with EPERM before the verifier ran:
 	// cilium/ebpf then suggests raising RLIMIT_MEMLOCK, which kernels since
 	// 5.11 no longer charge, so say what the kernel refuses instead.
@@ -170,7 +179,6 @@ func failedProgram(plan []program, err error) (program, bool) {
 // timeout), printing to out. It returns nil Stats until the gadget is
 // attached: nothing ran.
 func runGadget(ctx context.Context, elf []byte, opts Options, out io.Writer) (*Stats, error) {
-
 	// Everything about the gadget is checked before the first kernel object exists.
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
 	if err != nil {
