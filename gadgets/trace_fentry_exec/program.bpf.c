@@ -5,7 +5,8 @@
  * event as trace_kprobe_exec. bprm_execve() is in the BTF of Debian 6.1
  * (amd64, arm64) and is not inlined. fentry/fexit need the kernel's BTF and
  * ftrace direct calls (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS: x86_64; arm64
- * only from Linux 6.4) and are refused in lockdown. fentry takes the event
+ * only from Linux 6.4), and a kernel whose ftrace may hook kernel functions (not in
+ * confidentiality lockdown; some hardened kernels refuse it). fentry takes the event
  * before the new program is loaded (comm is still the caller's); fexit adds
  * the return value and sends it.
  */
