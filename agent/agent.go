@@ -471,7 +471,8 @@ func (a *Agent) handle(s *store.Store, raw []byte) error {
 func (a *Agent) applied(d *sync.Delta, digest string) {
 	a.status.Version, a.status.StateDigest, a.status.LastSync = d.Version, digest, a.now().UTC()
 	a.status.Expires = time.Unix(d.Expires, 0).UTC()
-	a.log.Info("delta applied", "version", d.Version, "keys", len(d.Keys), "signatures", len(d.Signatures), "state_digest", digest)
+	a.log.Info("delta applied", "version", d.Version, "keys", len(d.Keys), "signatures", len(d.Signatures),
+		"revocations", len(d.Revocations), "policy", d.Policy != nil, "trusted_root", d.TrustedRoot != nil, "state_digest", digest)
 }
 
 // conflict records a validly signed message that contradicts what the device holds: unlike a

@@ -19,8 +19,13 @@ import (
 type TrustState struct {
 	Version     uint64 `json:"version"`
 	StateDigest string `json:"state_digest"`
-	Keys        int    `json:"keys"`
-	Signatures  int    `json:"signatures"`
+	// Expires is when the fleet said this state goes stale (verify's freshness rules); zero
+	// for a store that never received trust.
+	Expires     time.Time `json:"expires"`
+	Keys        int       `json:"keys"`
+	Signatures  int       `json:"signatures"`
+	Revocations int       `json:"revocations"` // revoked keys, keyless identities and digests
+	Policy      bool      `json:"policy"`      // the fleet delivered a verification policy
 }
 
 // existingDataDir refuses a data directory that does not exist. Only importing and the agent
@@ -61,8 +66,12 @@ func TrustStatus(dataDir string) (TrustState, error) {
 	if err != nil {
 		return TrustState{}, err
 	}
-	return TrustState{Version: snap.Version(), StateDigest: snap.StateDigest(),
-		Keys: len(snap.Keys()), Signatures: snap.SignatureCount()}, nil
+	st := TrustState{Version: snap.Version(), StateDigest: snap.StateDigest(), Keys: len(snap.Keys()),
+		Signatures: snap.SignatureCount(), Revocations: snap.RevocationCount(), Policy: snap.Policy() != nil}
+	if snap.Expires() != 0 {
+		st.Expires = time.Unix(snap.Expires(), 0).UTC()
+	}
+	return st, nil
 }
 
 // snapshot checks the trust store against its digest, copies the trust state out and lets go

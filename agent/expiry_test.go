@@ -124,6 +124,15 @@ func TestSyncExpiredDeltas(t *testing.T) {
 	if !snap.Revoked(revoked3) || snap.Expires() != d3.Expires {
 		t.Fatalf("delta 3 not in the store: revoked %t, expires %d", snap.Revoked(revoked3), snap.Expires())
 	}
+	// What `bpfleet trust status` and the agent's log say of it.
+	st, err := TrustStatus(dev.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (TrustState{Version: 3, StateDigest: snap.StateDigest(), Expires: time.Unix(d3.Expires, 0).UTC(), Keys: 1, Signatures: 1, Revocations: 2}); st != want {
+		t.Errorf("trust status %+v, want %+v", st, want)
+	}
+	dev.waitLog(`msg="delta applied" version=3 keys=0 signatures=0 revocations=1 policy=false trusted_root=false`, 1)
 	_, err = verify.Gadget(snap, images, ref, verify.WithNow(deviceNow()))
 	if !errors.Is(err, verify.ErrStale) || !strings.Contains(err.Error(), "trust version 3 expired") {
 		t.Fatalf("verify under strict policy on stale trust: %v", err)

@@ -754,5 +754,8 @@ func (s *Snapshot) SignatureCount() int {
 	return n
 }
 
+// RevocationCount is the number of revocations held: keys, keyless identities and digests.
+func (s *Snapshot) RevocationCount() int { return len(s.revoked) }
+
 // SignaturesFor implements Reader.
 func (s *Snapshot) SignaturesFor(digest string) []trust.Signature { return s.signatures[digest] }
