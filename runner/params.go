@@ -91,9 +91,9 @@ func params(elf, metadata []byte) ([]Param, error) {
 	if err != nil {
 		return nil, err
 	}
-	var meta metadataParams
-	if err := yaml.Unmarshal(metadata, &meta); err != nil {
-		return nil, fmt.Errorf("gadget metadata: %w", err)
+	meta, err := parseMetadata(metadata)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Param, len(specs))
 	for i, p := range specs {
@@ -448,4 +448,44 @@ func applyMaxEntries(spec *ebpf.CollectionSpec) error {
 func isInt(typ btf.Type) bool {
 	t, ok := typ.(*btf.Int)
 	return ok && t.Encoding&btf.Bool == 0 && (t.Size == 1 || t.Size == 2 || t.Size == 4 || t.Size == 8)
+}
+
+// CheckGadget checks an eBPF object and its metadata before they are packaged
+// into an image, with the checks Run makes before it loads anything (tracer
+// or snapshotter markers, event struct, attach sections, parameters), and
+// that the metadata is YAML describing only parameters the program has: a
+// gadget.yaml written for another program is caught here rather than
+// silently ignored on every device. Nothing is loaded into the kernel.
+func CheckGadget(elf, metadata []byte) error {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
+	if err != nil {
+		return fmt.Errorf("parse ELF: %w", err)
+	}
+	if _, err := parseGadget(spec); err != nil {
+		return err
+	}
+	specs, err := parseParams(spec)
+	if err != nil {
+		return err
+	}
+	meta, err := parseMetadata(metadata)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(meta.Params.EBPF)) {
+		if !slices.ContainsFunc(specs, func(p paramSpec) bool { return p.Name == name }) {
+			return fmt.Errorf("gadget metadata describes parameter %s, which the program does not have", name)
+		}
+	}
+	return nil
+}
+
+// parseMetadata reads the parameter descriptions of a gadget's metadata
+// (nil: none).
+func parseMetadata(metadata []byte) (metadataParams, error) {
+	var meta metadataParams
+	if err := yaml.Unmarshal(metadata, &meta); err != nil {
+		return meta, fmt.Errorf("gadget metadata: %w", err)
+	}
+	return meta, nil
 }

@@ -345,3 +345,22 @@ func TestRunNamedParams(t *testing.T) {
 		t.Errorf("target pid %v is none of the children %v", tpid, children)
 	}
 }
+
+func TestCheckGadget(t *testing.T) {
+	for _, tc := range []struct {
+		gadget, metadata, want string // want "": accepted
+	}{
+		{"trace_open", "trace_open", ""},
+		{"top_file", "top_file", ""},
+		{"snapshot_process", "snapshot_process", ""},
+		{"trace_exec", "trace_open", "gadget metadata describes parameter failed_only, which the program does not have"},
+	} {
+		err := CheckGadget(gadgetELF(t, tc.gadget), gadgetMetadata(t, tc.metadata))
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && got != tc.want) {
+			t.Errorf("%s with %s's metadata: %v, want %q", tc.gadget, tc.metadata, err, tc.want)
+		}
+	}
+	if err := CheckGadget([]byte("not an ELF"), nil); err == nil || !strings.HasPrefix(err.Error(), "parse ELF: ") {
+		t.Errorf("not an ELF: %v", err)
+	}
+}

@@ -81,6 +81,14 @@ func packageCmd() *cobra.Command {
 					return err
 				}
 			}
+			// Refused here, not on every device: a program the runner cannot run, or metadata
+			// written for another program.
+			if err := runner.CheckGadget(prog, meta); err != nil {
+				if metadata != "" {
+					return fmt.Errorf("--elf %s with --metadata %s: %w", elfPath, metadata, err)
+				}
+				return fmt.Errorf("--elf %s: %w", elfPath, err)
+			}
 			g := oci.Gadget{Ref: ref, Arch: arch, Program: prog, Metadata: meta}
 			if btfgen != "" {
 				layer, err := os.ReadFile(btfgen)

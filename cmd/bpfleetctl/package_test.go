@@ -94,6 +94,47 @@ func TestPackageBTFGen(t *testing.T) {
 	}
 }
 
+// TestPackageChecksGadget: what devices would refuse or silently ignore is refused when
+// packaging, and the layout is left as it was.
+func TestPackageChecksGadget(t *testing.T) {
+	build := os.Getenv("BPFLEET_BUILD")
+	if build == "" {
+		t.Skip("BPFLEET_BUILD is not set: run `make test`, which builds the binaries first")
+	}
+	ctl := filepath.Join(build, "bin", "bpfleetctl")
+	layout := filepath.Join(t.TempDir(), "layout")
+	elf := func(name string) string { return filepath.Join(build, "gadgets", name+".bpf.o") }
+	meta := func(name string) string { return filepath.Join("..", "..", "gadgets", name, "gadget.yaml") }
+	pkg := func(ref, elf, metadata string) (string, error) {
+		args := []string{"package", "--layout", layout, "--ref", ref, "--elf", elf}
+		if metadata != "" {
+			args = append(args, "--metadata", metadata)
+		}
+		out, err := exec.Command(ctl, args...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := pkg("trace_open:v1", elf("trace_open"), meta("trace_open")); err != nil {
+		t.Fatalf("package trace_open: %v\n%s", err, out)
+	}
+	before, _ := os.ReadFile(filepath.Join(layout, "index.json"))
+	notYAML := filepath.Join(t.TempDir(), "gadget.yaml")
+	os.WriteFile(notYAML, []byte("params: [unclosed"), 0o644)
+	for _, tc := range []struct{ name, elf, metadata, want string }{
+		{"another gadget's metadata", elf("trace_exec"), meta("trace_open"),
+			"with --metadata " + meta("trace_open") + ": gadget metadata describes parameter failed_only, which the program does not have"},
+		{"metadata not YAML", elf("trace_open"), notYAML, "gadget metadata: yaml: "},
+		{"not an ELF", meta("trace_open"), "", "--elf " + meta("trace_open") + ": parse ELF: "},
+	} {
+		out, err := pkg("bad:v1", tc.elf, tc.metadata)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: %v, output %q; want a failure saying %q", tc.name, err, out, tc.want)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(layout, "index.json")); !bytes.Equal(before, after) {
+		t.Errorf("a refused package changed the layout's index:\n%s\n->\n%s", before, after)
+	}
+}
+
 // TestKeygenNeedsPasswordSet: keygen never turns an unset COSIGN_PASSWORD into a key without a
 // password; an empty one, set on purpose, is allowed.
 func TestKeygenNeedsPasswordSet(t *testing.T) {
