@@ -62,7 +62,10 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 		return nil, err
 	}
 	policy := t.Policy()
-	scope := policy.ScopeFor(ref, oci.Repository(ref), desc.Digest)
+	scope, err := scopeFor(policy, images, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
 	// Deny and revocation come before everything, whatever the level or an override says.
 	if policy != nil && slices.Contains(policy.Deny, desc.Digest) {
 		return nil, fmt.Errorf("%w: %s is on the policy's deny-list", ErrDenied, desc.Digest)
@@ -139,6 +142,34 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 		return nil, fmt.Errorf("manifest %s has %d layers of type %s, want at most one", manifestDesc.Digest, len(btfgens), oci.MediaTypeBTFGen)
 	}
 	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, metadata: metadata, decision: decision}, nil
+}
+
+// scopeFor picks the policy scope of an image from every name the device has for it (its
+// tags), not from the reference it was asked by: a short name, a digest or a second tag must
+// not reach a looser scope than the image's own name would. Of the scopes its names match, the
+// strictest level decides; an untagged image is matched by its digest (and wildcards) alone.
+func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (trust.Scope, error) {
+	list, err := images.List()
+	if err != nil {
+		return trust.Scope{}, err
+	}
+	best := p.ScopeFor("", "", digest)
+	named := false
+	for _, img := range list {
+		if img.Digest != digest {
+			continue
+		}
+		s := p.ScopeFor(img.Ref, oci.Repository(img.Ref), digest)
+		if !named || strictness(s.Level) > strictness(best.Level) {
+			best, named = s, true
+		}
+	}
+	return best, nil
+}
+
+// strictness orders the levels from skip (0) to strict (3).
+func strictness(l trust.Level) int {
+	return slices.Index([]trust.Level{trust.Skip, trust.Audit, trust.Permissive, trust.Strict}, l)
 }
 
 // emptyJSON is the content of the OCI empty descriptor ("{}"), which IG-signed images may use

@@ -112,3 +112,52 @@ func TestPolicy(t *testing.T) {
 		t.Fatalf("tampered layer under audit: %v", err)
 	}
 }
+
+// TestPolicyScopeFromImageNames: the scope comes from the names the device has for the image,
+// not from how it was asked for, and the strictest of them decides. A short name, a digest or
+// a second, looser tag must not lift the strict rule of the image's own repository.
+func TestPolicyScopeFromImageNames(t *testing.T) {
+	l, err := oci.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref, labRef = "ghcr.io/acme/unsigned:v1", "lab/other:v1"
+	desc := packageGadget(t, l, ref, "unsigned", "")
+	lab := packageGadget(t, l, labRef, "other", "")
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	m := &memTrust{version: 1, keys: []trust.Key{newSigner(t).key}, expires: now.Add(time.Hour).Unix(), policy: &trust.Policy{Scopes: []trust.Scope{
+		{Match: "*", Level: trust.Audit},
+		{Match: "lab/*", Level: trust.Audit},
+		{Match: "ghcr.io/acme/*", Level: trust.Strict},
+	}}}
+	for _, tc := range []struct {
+		name, ask string
+		extraTag  string      // a second name for the image, given before asking
+		level     trust.Level // "": refused as unsigned
+	}{
+		// The control: an image named only under lab/ runs unsigned, under audit.
+		{name: "lab image", ask: labRef, level: trust.Audit},
+		{name: "lab image by digest", ask: lab.Digest, level: trust.Audit},
+		{name: "its own name", ask: ref},
+		{name: "short name", ask: "unsigned:v1"},
+		{name: "digest", ask: desc.Digest},
+		{name: "digest prefix", ask: desc.Digest[:19]},
+		{name: "pinned", ask: "unsigned@" + desc.Digest},
+		{name: "a looser second tag", ask: "lab/unsigned:v1", extraTag: "lab/unsigned:v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.extraTag != "" {
+				if err := l.Tag(tc.extraTag, desc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := Gadget(m, l, tc.ask, WithNow(now))
+			switch {
+			case tc.level == "" && !errors.Is(err, ErrUnsigned):
+				t.Fatalf("Gadget(%s) = %v, %v; want ErrUnsigned (the strict scope of %s)", tc.ask, a, err, ref)
+			case tc.level != "" && (err != nil || a.Decision().Level != tc.level):
+				t.Fatalf("Gadget(%s) = %v, %v; want it run at level %s", tc.ask, a, err, tc.level)
+			}
+		})
+	}
+}

@@ -461,8 +461,15 @@ func trustCmd(dataDir *string) *cobra.Command {
 			if out == "json" {
 				return printJSON(st)
 			}
-			fmt.Printf("version:      %d\nstate digest: %s\nkeys:         %d\nsignatures:   %d\n",
-				st.Version, st.StateDigest, st.Keys, st.Signatures)
+			expires, policy := "never received trust", "none delivered (defaults: strict)"
+			if !st.Expires.IsZero() {
+				expires = st.Expires.Format(time.RFC3339)
+			}
+			if st.Policy {
+				policy = "delivered"
+			}
+			fmt.Printf("version:      %d\nstate digest: %s\nexpires:      %s\nkeys:         %d\nsignatures:   %d\nrevocations:  %d\npolicy:       %s\n",
+				st.Version, st.StateDigest, expires, st.Keys, st.Signatures, st.Revocations, policy)
 			return nil
 		},
 	}
