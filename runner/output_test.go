@@ -14,6 +14,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// printOne prints the header and ev with a new printer.
+func printOne(t *testing.T, f Format, d *decoder, columns []int, width int, ev Event) *bytes.Buffer {
+	t.Helper()
+	var out bytes.Buffer
+	p, err := newPrinter(&out, f, d, columns, width)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.print(ev); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
 func TestPrinters(t *testing.T) {
 	event := &btf.Struct{Name: "event", Size: 40, Members: []btf.Member{
 		{Name: "timestamp", Type: typedef("gadget_timestamp", u64T), Offset: 0},
@@ -46,17 +63,7 @@ func TestPrinters(t *testing.T) {
 			"2026-12-03T17:22:01.120000000Z 1          true  say \"hi\"        [-1 2]                           /a\n"},
 		{FormatJSON, `{"timestamp":"2026-12-03T17:22:01.120000000Z","pid":1,"ok":true,"comm":"say \"hi\"","ids":[-1,2],"path":"/a"}` + "\n"},
 	} {
-		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d, []int{0, 1, 2, 3, 4, 5}, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.print(ev); err != nil {
-			t.Fatal(err)
-		}
+		out := printOne(t, tc.format, d, []int{0, 1, 2, 3, 4, 5}, 0, ev)
 		if out.String() != tc.want {
 			t.Errorf("format %d printed\n%s\nwant\n%s", tc.format, out.String(), tc.want)
 		}
@@ -112,17 +119,7 @@ func TestColumnsFitWidth(t *testing.T) {
 			"TIMESTAMP                      PID     COMM   FNAME\n" +
 			"2026-12-03T17:22:01.120000000Z 4242    café   /var/…\n"},
 	} {
-		var out bytes.Buffer
-		p, err := newPrinter(&out, FormatColumns, d, []int{0, 1, 2, 3}, tc.width)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.print(ev); err != nil {
-			t.Fatal(err)
-		}
+		out := printOne(t, FormatColumns, d, []int{0, 1, 2, 3}, tc.width, ev)
 		if out.String() != tc.want {
 			t.Errorf("width %d printed\n%s\nwant\n%s", tc.width, out.String(), tc.want)
 		}
@@ -176,18 +173,7 @@ func TestFieldsAndFilters(t *testing.T) {
 		{FormatColumns, "DST                   PID\n[::1]:443             7\n"},
 		{FormatJSON, `{"dst":"[::1]:443","pid":7}` + "\n"},
 	} {
-		var out bytes.Buffer
-		p, err := newPrinter(&out, tc.format, d, v.columns, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.print(ev); err != nil {
-			t.Fatal(err)
-		}
-		if out.String() != tc.want {
+		if out := printOne(t, tc.format, d, v.columns, 0, ev); out.String() != tc.want {
 			t.Errorf("format %d printed\n%q\nwant\n%q", tc.format, out.String(), tc.want)
 		}
 	}
