@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfleet/bpfleet/agent"
+	"github.com/bpfleet/bpfleet/internal/oci"
 )
 
 // runDevice sets up a device whose trust store was provisioned offline (no broker) with a
@@ -34,6 +36,21 @@ func runDevice(t *testing.T) *e2e {
 			"--elf", filepath.Join(build, "gadgets", g+".bpf.o"), "--metadata", filepath.Join("..", "..", "gadgets", g, "gadget.yaml"))
 		e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), g+":latest")
 	}
+	// trace_exec with a WebAssembly layer, as `ig image build` adds one for a gadget's own
+	// post-processing, which bpfleet does not run.
+	l, err := oci.Open(e.path("layout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elf, err := os.ReadFile(filepath.Join(build, "gadgets", "trace_exec.bpf.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.PackageGadget(oci.Gadget{Ref: "trace_exec_wasm:latest", Arch: runtime.GOARCH, Program: elf, Metadata: []byte("name: trace_exec_wasm\n"),
+		Layers: []oci.Layer{{MediaType: oci.MediaTypeWasmProgram, Data: []byte("\x00asm\x01\x00\x00\x00")}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.run(e.ctl, "sign", "--layout", e.path("layout"), "--key", e.path("keys/gadget.key"), "trace_exec_wasm:latest")
 	e.run(e.ctl, "root", "--state-dir", e.path("fleet"), "--fleet", "fleet-r", "--root-key", e.path("keys/fleet.pub"),
 		"--delta-key", e.path("keys/fleet.pub"), "--sign", e.path("keys/fleet.key"))
 	e.run(e.ctl, "delta", "--state-dir", e.path("fleet"), "--sign", e.path("keys/fleet.key"),
@@ -123,6 +140,17 @@ func TestRunCommand(t *testing.T) {
 			if _, err := time.Parse(time.RFC3339Nano, row.Round); err != nil || !strings.HasSuffix(row.Round, "Z") {
 				t.Errorf("round %q: want a UTC RFC 3339 time (%v)", row.Round, err)
 			}
+		}
+	})
+
+	t.Run("wasm layer", func(t *testing.T) {
+		// The eBPF program runs (it sees these execs); the warning says plainly what is not applied.
+		stop := execLoop(t, "/bin/true")
+		stdout, stderr, err := runSplit(e, false, "run", "trace_exec_wasm", "-o", "json", "--max-events", "1", "--timeout", "10s")
+		stop()
+		want := "warning: the image's WebAssembly layer is not run by bpfleet: events are shown as the eBPF program emits them, without the gadget's own post-processing"
+		if err != nil || !strings.Contains(stderr, "\n"+want+"\n") || !strings.Contains(stdout, `"filename":`) {
+			t.Errorf("%v, want events and the warning %q:\n%s\n%s", err, want, stdout, stderr)
 		}
 	})
 
