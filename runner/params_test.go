@@ -363,4 +363,16 @@ func TestCheckGadget(t *testing.T) {
 	if err := CheckGadget([]byte("not an ELF"), nil); err == nil || !strings.HasPrefix(err.Error(), "parse ELF: ") {
 		t.Errorf("not an ELF: %v", err)
 	}
+	// Every built-in gadget packages: its program checks and its gadget.yaml is YAML that
+	// describes only parameters the program has.
+	dirs, err := filepath.Glob(filepath.Join("..", "gadgets", "*", "gadget.yaml"))
+	if err != nil || len(dirs) < 10 {
+		t.Fatalf("built-in gadgets: %v, %v", dirs, err)
+	}
+	for _, meta := range dirs {
+		name := filepath.Base(filepath.Dir(meta))
+		if err := CheckGadget(gadgetELF(t, name), gadgetMetadata(t, name)); err != nil {
+			t.Errorf("built-in gadget %s: %v", name, err)
+		}
+	}
 }
