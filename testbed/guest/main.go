@@ -318,8 +318,11 @@ func tamper(ref string) (string, error) {
 	}
 	var info struct {
 		Platforms []struct {
-			Platform string           `json:"platform"`
-			Layers   []oci.Descriptor `json:"layers"`
+			Platform string `json:"platform"`
+			Layers   []struct {
+				MediaType string `json:"media_type"`
+				Digest    string `json:"digest"`
+			} `json:"layers"`
 		} `json:"platforms"`
 	}
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
