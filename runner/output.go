@@ -22,7 +22,10 @@ const (
 	// With Options.Width set (a terminal's width), text columns (comm,
 	// paths), then integer columns narrow until a line fits, and a text
 	// value longer than its column is cut, ending in "…"; times, numbers and
-	// addresses are never cut.
+	// addresses are never cut. If a line cannot fit even with every text
+	// column at 6 characters and every integer column at 7 (or its name's
+	// length), nothing narrows or is cut: values print whole, as with no
+	// Width.
 	FormatColumns Format = iota
 	// FormatJSON prints one JSON object per event and line, with the members
 	// of the event struct as keys in declaration order (or in the order of
@@ -79,7 +82,8 @@ type columnPrinter struct {
 	names   []string
 	widths  []int
 	// cut lists the text columns whose longer values are cut to their width
-	// (a line width was given); nil prints every value whole.
+	// (a line width was given, and the line fits it); nil prints every value
+	// whole.
 	cut []bool
 	// last is how long the last column's values may be when cut: the rest of
 	// the line, so a path is cut at the terminal's edge.
@@ -109,21 +113,33 @@ func newColumns(w io.Writer, d *decoder, columns []int, lineWidth int) *columnPr
 
 // fitTo narrows columns until a line fits in lineWidth characters: text
 // columns first, widest first, down to minColumnWidth; then integer columns
-// down to numberColumnWidth; never a name. What still does not fit makes a
-// longer line, as short as it can be.
+// down to numberColumnWidth; never a name. Text values longer than their
+// column are then cut. A line that would not fit even with every column at
+// its floor is left as a pipe gets it, values whole: cutting text would not
+// keep it from wrapping, and the terminal would show both the wrap and the
+// cut.
 func (p *columnPrinter) fitTo(lineWidth int, fits []fit) {
-	total := len(p.widths) - 1
-	for _, w := range p.widths {
+	floors := make([]int, len(p.widths))
+	total, least := len(p.widths)-1, len(p.widths)-1
+	for i, w := range p.widths {
+		floors[i] = w
+		switch fits[i] {
+		case fitText:
+			floors[i] = min(w, max(len(p.names[i]), minColumnWidth))
+		case fitNumber:
+			floors[i] = min(w, max(len(p.names[i]), numberColumnWidth))
+		}
 		total += w
+		least += floors[i]
 	}
-	for _, phase := range []struct {
-		fit   fit
-		floor int
-	}{{fitText, minColumnWidth}, {fitNumber, numberColumnWidth}} {
+	if least > lineWidth {
+		return
+	}
+	for _, phase := range []fit{fitText, fitNumber} {
 		for total > lineWidth {
 			widest := -1
 			for i, w := range p.widths {
-				if fits[i] == phase.fit && w > max(len(p.names[i]), phase.floor) && (widest < 0 || w > p.widths[widest]) {
+				if fits[i] == phase && w > floors[i] && (widest < 0 || w > p.widths[widest]) {
 					widest = i
 				}
 			}
@@ -142,7 +158,6 @@ func (p *columnPrinter) fitTo(lineWidth int, fits []fit) {
 	for _, w := range p.widths[:len(p.widths)-1] {
 		p.last -= w + 1
 	}
-	p.last = max(p.last, p.widths[len(p.widths)-1])
 }
 
 // cutTo shortens s to at most width characters, the last one "…".

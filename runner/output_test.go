@@ -113,20 +113,71 @@ func TestColumnsFitWidth(t *testing.T) {
 		{60, "" +
 			"TIMESTAMP                      PID        COMM     FNAME\n" +
 			"2026-12-03T17:22:01.120000000Z 4242       café     /var/lib…\n"},
-		// Narrower than that allows: the integer column narrows too, names stay
-		// whole, and the line is as short as it gets.
-		{20, "" +
+		// 52, as narrow as the line gets: the integer column narrows too, names
+		// stay whole.
+		{52, "" +
 			"TIMESTAMP                      PID     COMM   FNAME\n" +
 			"2026-12-03T17:22:01.120000000Z 4242    café   /var/…\n"},
+		// One less and the line cannot fit: nothing narrows or is cut, as piped.
+		{51, "" +
+			"TIMESTAMP                      PID        COMM            FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242       café            /var/lib/bpfleet/images/blobs/sha256/0123456789abcdef\n"},
 	} {
 		out := printOne(t, FormatColumns, d, []int{0, 1, 2, 3}, tc.width, ev)
 		if out.String() != tc.want {
 			t.Errorf("width %d printed\n%s\nwant\n%s", tc.width, out.String(), tc.want)
 		}
 		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
-			if n := utf8.RuneCountInString(line); tc.width >= 60 && n > tc.width {
+			if n := utf8.RuneCountInString(line); tc.width >= 52 && n > tc.width {
 				t.Errorf("width %d: line of %d characters: %q", tc.width, n, line)
 			}
+		}
+	}
+}
+
+// TestColumnsTooWideToFit: trace_open's line is 116 characters with every
+// column at its floor (the time and errno keep their widths), so on a
+// narrower terminal it prints as piped, its path whole, rather than both
+// wrapped and cut.
+func TestColumnsTooWideToFit(t *testing.T) {
+	g, err := parseGadget(loadSpec(t, gadgetELF(t, "trace_open")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := Event{
+		{Name: "timestamp", Value: time.Date(2026, 12, 3, 17, 22, 1, 120000000, time.UTC)},
+		{Name: "pid", Value: uint32(4242)},
+		{Name: "tid", Value: uint32(4243)},
+		{Name: "uid", Value: uint32(0)},
+		{Name: "gid", Value: uint32(0)},
+		{Name: "comm", Value: "cat"},
+		{Name: "fd", Value: int32(-1)},
+		{Name: "error", Value: Errno(unix.ENOENT)},
+		{Name: "flags", Value: uint32(0)},
+		{Name: "mode", Value: uint32(0)},
+		{Name: "fname", Value: "/etc/bpfleet/trust/state.cbor"},
+	}
+	columns := make([]int, len(ev))
+	for i := range columns {
+		columns[i] = i
+	}
+	const whole = "" +
+		"TIMESTAMP                      PID        TID        UID        GID        COMM            FD          ERROR           FLAGS      MODE       FNAME\n" +
+		"2026-12-03T17:22:01.120000000Z 4242       4243       0          0          cat             -1          ENOENT          0          0          /etc/bpfleet/trust/state.cbor\n"
+	for _, tc := range []struct {
+		width int
+		want  string
+	}{
+		// 116 is the line with every column at its floor: it still fits.
+		{116, "" +
+			"TIMESTAMP                      PID     TID     UID     GID     COMM   FD      ERROR           FLAGS   MODE    FNAME\n" +
+			"2026-12-03T17:22:01.120000000Z 4242    4243    0       0       cat    -1      ENOENT          0       0       /etc/…\n"},
+		{115, whole},
+		{80, whole},
+		{60, whole},
+	} {
+		if out := printOne(t, FormatColumns, g.decoder, columns, tc.width, ev); out.String() != tc.want {
+			t.Errorf("width %d printed\n%s\nwant\n%s", tc.width, out.String(), tc.want)
 		}
 	}
 }

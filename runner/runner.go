@@ -45,8 +45,8 @@ type Options struct {
 	// and cleared; 0 means DefaultInterval. Other gadgets ignore it.
 	Interval time.Duration
 	// Width, if positive, is the width of the terminal FormatColumns prints
-	// to, in characters: each line is fitted to it (see FormatColumns). 0
-	// prints values whole, as a pipe or a file wants them.
+	// to, in characters: each line is fitted to it if it can be (see
+	// FormatColumns). 0 prints values whole, as a pipe or a file wants them.
 	Width int
 
 	// Set by Run from the verified image, and by tests (btfgen.go).

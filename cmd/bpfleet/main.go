@@ -306,8 +306,9 @@ func runCmd(dataDir *string) *cobra.Command {
 			"nanoseconds). A snapshotter (snapshot_process) prints one snapshot and exits.\n\n" +
 			"Signal and errno parameters take names (SIGTERM or TERM, ENOENT) or numbers; a\n" +
 			"<map>_max_entries parameter sizes that map and must be positive.\n\n" +
-			"Columns fit the terminal: the widest columns narrow until a line fits, and a longer value\n" +
-			"is cut, ending in \"…\". Piped or redirected, values print whole (--width sets a width).",
+			"Columns fit the terminal: text, then integer columns narrow until a line fits, and longer\n" +
+			"text is cut, ending in \"…\"; a line that cannot fit even so prints whole, as when piped\n" +
+			"or redirected, where values print whole (--width sets a width).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if timeout < 0 || maxEvents < 0 || width < 0 {
