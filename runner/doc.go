@@ -143,7 +143,8 @@
 //     releases the kernel objects. Run then waits for the output to take
 //     what was printed as long as it takes lines, and gives up (with an
 //     error saying how many lines were not printed) once it took nothing
-//     for a second.
+//     for a second. Stats.Unprinted counts the events among those lines,
+//     and the one the queue had no room for when the run ended.
 //   - On every end, Run closes the reader, detaches and closes every link
 //     (for a socket filter, its socket),
 //     then closes every program and map, all before it returns. Nothing is

@@ -162,11 +162,14 @@ func runMapIter(ctx context.Context, coll *ebpf.Collection, g *gadget, e *emitte
 			return false, nil
 		}
 		if err := e.printer.round(at, len(shown)); err != nil {
+			e.stats.Unprinted += uint64(len(shown))
 			return false, fmt.Errorf("print: %w", err)
 		}
 		e.stats.Rounds++
-		for _, r := range shown {
+		for i, r := range shown {
 			if err := e.show(r.ev); err != nil {
+				// show counted r; the rows after it are not printed either.
+				e.stats.Unprinted += uint64(len(shown) - i - 1)
 				return false, err
 			}
 		}

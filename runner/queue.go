@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,27 +23,54 @@ const stallTimeout = time.Second
 // run's end. Lines that arrive together are written together.
 type outputQueue struct {
 	w      io.Writer
-	lines  chan []byte
+	lines  chan queuedLine
 	stop   <-chan struct{} // the run's end
 	failed chan struct{}   // closed once a write failed; err says why
 	err    error
 	wrote  chan struct{} // signalled after each write that went through
 	ended  chan struct{} // closed once every line was written, or a write failed
+
+	nextIsEvent bool     // set by event for the next Write
+	queued      progress // what Write took, on Run's goroutine
+	// written is the progress of the last line written whole, stored by the
+	// writer goroutine: what the output took of what was queued.
+	written atomic.Pointer[progress]
+}
+
+// progress counts lines, and the events among them (a header or a round's
+// heading is not one), from the first line queued.
+type progress struct{ lines, events uint64 }
+
+// queuedLine is a line and the queue's progress once it was queued.
+type queuedLine struct {
+	text []byte
+	at   progress
 }
 
 // maxBatch bounds what one write to the output holds.
 const maxBatch = 64 << 10
 
 func newOutputQueue(w io.Writer, stop <-chan struct{}) *outputQueue {
-	q := &outputQueue{w: w, lines: make(chan []byte, 4096), stop: stop, failed: make(chan struct{}),
+	q := &outputQueue{w: w, lines: make(chan queuedLine, 4096), stop: stop, failed: make(chan struct{}),
 		wrote: make(chan struct{}, 1), ended: make(chan struct{})}
+	q.written.Store(&progress{})
 	go q.write()
 	return q
 }
 
+// event tells the queue that the next Write is an event's line, so that
+// flush counts what it could not print in events.
+func (q *outputQueue) event() { q.nextIsEvent = true }
+
 // Write queues a copy of p: printers reuse their buffers.
 func (q *outputQueue) Write(p []byte) (int, error) {
-	line := append([]byte(nil), p...)
+	at := q.queued
+	at.lines++
+	if q.nextIsEvent {
+		at.events++
+	}
+	q.nextIsEvent = false
+	line := queuedLine{append([]byte(nil), p...), at}
 	select {
 	case <-q.failed:
 		return 0, q.err
@@ -51,20 +79,21 @@ func (q *outputQueue) Write(p []byte) (int, error) {
 		// moments are printed if the output takes them.
 		select {
 		case q.lines <- line:
-			return len(p), nil
 		default:
 			return 0, errRunEnded
 		}
 	case q.lines <- line:
-		return len(p), nil
 	}
+	q.queued = at
+	return len(p), nil
 }
 
 func (q *outputQueue) write() {
 	defer close(q.ended)
 	var batch []byte
 	for line := range q.lines {
-		batch = append(batch[:0], line...)
+		batch = append(batch[:0], line.text...)
+		at := line.at
 	more:
 		for len(batch) < maxBatch {
 			select {
@@ -72,7 +101,8 @@ func (q *outputQueue) write() {
 				if !ok {
 					break more
 				}
-				batch = append(batch, l...)
+				batch = append(batch, l.text...)
+				at = l.at
 			default:
 				break more
 			}
@@ -84,6 +114,7 @@ func (q *outputQueue) write() {
 			}
 			return
 		}
+		q.written.Store(&at)
 		select {
 		case q.wrote <- struct{}{}:
 		default:
@@ -92,22 +123,27 @@ func (q *outputQueue) write() {
 }
 
 // flush waits until every queued line was written and returns the first
-// write error. A slow output is waited for as long as it takes lines; one
-// that takes nothing for stallTimeout is given up on, with an error that
-// says how many lines were not printed, and a goroutine is left blocked on
-// it until it takes them or the process exits. No Write may follow.
-func (q *outputQueue) flush() error {
+// write error, and how many of the events queued were not written: after a
+// failed write, or when flush gave up. A slow output is waited for as long
+// as it takes lines; one that takes nothing for stallTimeout is given up on,
+// with an error that says how many lines were not printed (those of a write
+// still blocked included: the output may have taken some of its bytes), and
+// a goroutine is left blocked on it until it takes them or the process
+// exits. No Write may follow.
+func (q *outputQueue) flush() (unprinted uint64, err error) {
 	close(q.lines)
 	stalled := time.NewTimer(stallTimeout)
 	defer stalled.Stop()
 	for {
 		select {
 		case <-q.ended:
-			return q.err
+			return q.queued.events - q.written.Load().events, q.err
 		case <-q.wrote:
 			stalled.Reset(stallTimeout)
 		case <-stalled.C:
-			return fmt.Errorf("the output took nothing for %v: gave up on %d unprinted line(s)", stallTimeout, len(q.lines))
+			written := q.written.Load()
+			return q.queued.events - written.events, fmt.Errorf("the output took nothing for %v: gave up on %d unprinted line(s)",
+				stallTimeout, q.queued.lines-written.lines)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -11,54 +12,99 @@ import (
 	"time"
 )
 
-// failingWriter takes n writes, then fails.
-type failingWriter struct {
+// afterFirstWrite takes its first write, closing took, then does what
+// later does to each write: a failing output or one that stopped taking lines.
+type afterFirstWrite struct {
 	bytes.Buffer
-	n int
+	took  chan struct{}
+	later func() error
+}
+
+func newAfterFirstWrite(later func() error) *afterFirstWrite {
+	return &afterFirstWrite{took: make(chan struct{}), later: later}
+}
+
+func (w *afterFirstWrite) Write(p []byte) (int, error) {
+	select {
+	case <-w.took:
+		if err := w.later(); err != nil {
+			return 0, err
+		}
+	default:
+		close(w.took)
+	}
+	return w.Buffer.Write(p)
 }
 
 var errFull = errors.New("disk full")
 
-func (w *failingWriter) Write(p []byte) (int, error) {
-	if w.n == 0 {
-		return 0, errFull
-	}
-	w.n--
-	return w.Buffer.Write(p)
-}
-
 func TestOutputQueue(t *testing.T) {
-	// Every line arrives, in order, however the writer batches them.
+	// Every line arrives, in order, however the writer batches them, and
+	// none is left unprinted.
 	var out bytes.Buffer
 	q := newOutputQueue(&out, nil)
 	var want strings.Builder
 	for i := range 10000 {
 		line := strings.Repeat("x", i%97) + "\n"
 		want.WriteString(line)
+		if i%2 == 1 {
+			q.event()
+		}
 		if _, err := q.Write([]byte(line)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := q.flush(); err != nil || out.String() != want.String() {
-		t.Fatalf("flush: %v; %d bytes written, want %d", err, out.Len(), want.Len())
+	if unprinted, err := q.flush(); err != nil || unprinted != 0 || out.String() != want.String() {
+		t.Fatalf("flush: %v, %d unprinted; %d bytes written, want %d", err, unprinted, out.Len(), want.Len())
 	}
 
-	// A failed write is reported by the next Writes and by flush, and the queue
-	// never blocks once it failed.
-	w := &failingWriter{n: 1}
+	// A failed write is reported by the next Writes and by flush, the queue
+	// never blocks once it failed, and every event it took after the first
+	// line is unprinted.
+	w := newAfterFirstWrite(func() error { return errFull })
 	q = newOutputQueue(w, nil)
+	q.event()
 	q.Write([]byte("first\n"))
-	<-waitFor(t, func() bool { return w.n == 0 })
-	q.Write([]byte("second\n"))
+	<-w.took
 	var err error
+	var took uint64
 	for i := 0; i < 10000 && err == nil; i++ {
-		_, err = q.Write([]byte("more\n"))
+		q.event()
+		if _, err = q.Write([]byte("more\n")); err == nil {
+			took++
+		}
 	}
-	if !errors.Is(err, errFull) {
-		t.Errorf("Write after a failed write: %v, want %v", err, errFull)
+	if !errors.Is(err, errFull) || took == 0 {
+		t.Errorf("Write after a failed write: %v after %d lines, want %v after at least the one that failed", err, took, errFull)
 	}
-	if err := q.flush(); !errors.Is(err, errFull) || w.String() != "first\n" {
-		t.Errorf("flush: %v, written %q; want %v and only the first line", err, w.String(), errFull)
+	if unprinted, err := q.flush(); !errors.Is(err, errFull) || unprinted != took || w.String() != "first\n" {
+		t.Errorf("flush: %v, %d unprinted, written %q; want %v, %d unprinted and only the first line", err, unprinted, w.String(), errFull, took)
+	}
+}
+
+// flush gives up on an output that takes nothing and counts what it did not
+// write: the header was written, the line of a write still blocked was not;
+// a round's heading is a line, not an event.
+func TestOutputQueueGivesUp(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release) // the writer goroutine then writes the rest and ends
+	w := newAfterFirstWrite(func() error { <-release; return nil })
+	q := newOutputQueue(w, nil)
+	q.Write([]byte("HEADER\n"))
+	<-w.took
+	for i := range 10 {
+		if i == 5 {
+			q.Write([]byte("--- heading\n"))
+		}
+		q.event()
+		if _, err := q.Write([]byte("event\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unprinted, err := q.flush()
+	const want = "the output took nothing for 1s: gave up on 11 unprinted line(s)"
+	if unprinted != 10 || err == nil || err.Error() != want {
+		t.Errorf("flush: %d unprinted, error %v; want 10 and %q", unprinted, err, want)
 	}
 }
 
@@ -136,6 +182,19 @@ func TestRunEndsWithBlockedOutput(t *testing.T) {
 			// Still blocked: every line up to the queue's capacity was taken, none written.
 			if res.stats.Events < 4096 {
 				t.Errorf("%d events: the output never blocked", res.stats.Events)
+			}
+			var lines uint64
+			if _, err := fmt.Sscanf(strings.TrimPrefix(res.err.Error(), want), "%d unprinted line(s)", &lines); err != nil || lines == 0 {
+				t.Fatalf("error %q: want the number of unprinted lines", res.err)
+			}
+			// The header was written before the output blocked, so every unprinted line is
+			// an event's; the event the full queue refused as the run ended (if it did) was
+			// passed to OnEvent no more than printed.
+			s := res.stats
+			refused := s.Events - s.Filtered - uint64(shown.Load())
+			if refused > 1 || s.Unprinted != lines+refused || s.Printed()+s.Unprinted+s.Filtered != s.Events || s.Printed() != uint64(shown.Load())-lines {
+				t.Errorf("stats %+v, %d shown to OnEvent, %d lines unprinted: want Unprinted = the lines and the event refused at the end (%d), Printed() = the %d shown - the lines",
+					*s, shown.Load(), lines, refused, shown.Load())
 			}
 			if held := ownBPFObjects(t); len(held) != 0 {
 				t.Errorf("process holds %v after the run, its output still blocked", held)

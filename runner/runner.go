@@ -67,20 +67,26 @@ const (
 
 // Stats describes what a run printed. Events, rows or records that were
 // never looked at, such as the rest of a map iterator's round once
-// MaxEvents was reached, are not counted: Events - Filtered were printed.
+// MaxEvents was reached, are not counted: Events - Filtered - Unprinted
+// were printed.
 type Stats struct {
 	Kind Kind
 	// Events counts the tracer's events, the map iterator's rows or the
-	// snapshotter's records that were either printed or left out by
-	// Options.Filters.
+	// snapshotter's records that were printed, left out by Options.Filters,
+	// or not printed because the output failed or stopped taking them.
 	Events   uint64
 	Filtered uint64 // events, rows or records left out by Options.Filters
-	Lost     uint64 // events dropped, mostly because the ring buffer or a CPU's perf buffer was full
-	Rounds   uint64 // rounds a map iterator printed (a heading each in columns); 0 for other kinds
+	// Unprinted counts the events, rows or records that passed the filters
+	// but were never written whole to the output: its write failed, or the
+	// output stopped taking lines and the run's end gave up on them (see
+	// the package doc).
+	Unprinted uint64
+	Lost      uint64 // events dropped, mostly because the ring buffer or a CPU's perf buffer was full
+	Rounds    uint64 // rounds a map iterator printed (a heading each in columns); 0 for other kinds
 }
 
 // Printed is how many events, rows or records were printed.
-func (s *Stats) Printed() uint64 { return s.Events - s.Filtered }
+func (s *Stats) Printed() uint64 { return s.Events - s.Filtered - s.Unprinted }
 
 // Run loads and attaches an approved gadget and prints its events until ctx
 // is done, the timeout passes or MaxEvents is reached; those three end a run
@@ -123,7 +129,11 @@ func run(ctx context.Context, name string, elf []byte, opts Options) (*Stats, er
 	// Everything the run created in the kernel is released by now; what it
 	// printed is still written, if the output takes it.
 	if q != nil {
-		if ferr := q.flush(); ferr != nil && err == nil {
+		unprinted, ferr := q.flush()
+		if stats != nil {
+			stats.Unprinted += unprinted
+		}
+		if ferr != nil && err == nil {
 			err = fmt.Errorf("print: %w", ferr)
 		}
 	}
@@ -237,7 +247,8 @@ func runGadget(ctx context.Context, elf []byte, opts Options, out io.Writer) (*S
 	defer coll.Close()
 
 	stats := &Stats{Kind: g.kind()}
-	e := &emitter{dec: g.decoder, view: v, printer: p, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
+	queue, _ := out.(*outputQueue)
+	e := &emitter{dec: g.decoder, view: v, printer: p, queue: queue, onEvent: opts.OnEvent, maxEvents: opts.MaxEvents, stats: stats}
 	if ran, err := runLoaded(ctx, coll, g, e, opts); !ran {
 		return nil, err
 	} else if err != nil {
@@ -339,6 +350,7 @@ type emitter struct {
 	dec       *decoder
 	view      *view
 	printer   printer
+	queue     *outputQueue // what printer writes to, if a queue; nil otherwise
 	onEvent   func(Event)
 	maxEvents int // 0: no limit
 	stats     *Stats
@@ -371,9 +383,15 @@ func (e *emitter) keep(ev Event) bool {
 	return false
 }
 
-// show prints ev, then passes it to OnEvent.
+// show prints ev, then passes it to OnEvent. An event the output refused
+// counts in Stats.Unprinted; the queue's flush counts those it took but
+// could not write.
 func (e *emitter) show(ev Event) error {
+	if e.queue != nil {
+		e.queue.event()
+	}
 	if err := e.printer.print(ev); err != nil {
+		e.stats.Unprinted++
 		return fmt.Errorf("print: %w", err)
 	}
 	if e.onEvent != nil {

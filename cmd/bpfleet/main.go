@@ -436,15 +436,22 @@ func terminalWidth(f *os.File) int {
 }
 
 // runSummary says what a run printed, in the gadget's own unit: events, rows in rounds, or
-// records.
+// records; and, if the output did not take them all, how many it did not (the error then says
+// why).
 func runSummary(s *runner.Stats) string {
+	var summary string
 	switch s.Kind {
 	case runner.KindMapIterator:
-		return fmt.Sprintf("%d row(s) printed in %d round(s), %d filtered out", s.Printed(), s.Rounds, s.Filtered)
+		summary = fmt.Sprintf("%d row(s) printed in %d round(s), %d filtered out", s.Printed(), s.Rounds, s.Filtered)
 	case runner.KindSnapshotter:
-		return fmt.Sprintf("%d record(s) printed, %d filtered out", s.Printed(), s.Filtered)
+		summary = fmt.Sprintf("%d record(s) printed, %d filtered out", s.Printed(), s.Filtered)
+	default:
+		summary = fmt.Sprintf("%d event(s) printed, %d filtered out, %d lost", s.Printed(), s.Filtered, s.Lost)
 	}
-	return fmt.Sprintf("%d event(s) printed, %d filtered out, %d lost", s.Printed(), s.Filtered, s.Lost)
+	if s.Unprinted > 0 {
+		summary += fmt.Sprintf(", %d not printed (output blocked or failed)", s.Unprinted)
+	}
+	return summary
 }
 
 func trustCmd(dataDir *string) *cobra.Command {

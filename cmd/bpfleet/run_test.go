@@ -22,6 +22,7 @@ import (
 
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/runner"
 )
 
 // runDevice sets up a device whose trust store was provisioned offline (no broker) with a
@@ -223,8 +224,21 @@ func TestRunCommand(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("bpfleet run outlived its --timeout by far with a blocked stdout:\n%s", stderr.String())
 		}
-		if err == nil || !regexp.MustCompile(`print: the output took nothing for 1s: gave up on \d+ unprinted line\(s\)`).MatchString(stderr.String()) {
-			t.Errorf("%v, want the unprinted lines named:\n%s", err, stderr.String())
+		gaveUp := regexp.MustCompile(`(?m)^bpfleet: run gadget trace_open: print: the output took nothing for 1s: gave up on (\d+) unprinted line\(s\)$`).FindStringSubmatch(stderr.String())
+		if err == nil || gaveUp == nil {
+			t.Fatalf("%v, want the unprinted lines named:\n%s", err, stderr.String())
+		}
+		// The summary leaves those lines out of the events printed and counts them as not
+		// printed, with the event the full queue refused as the run ended, if it did.
+		lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+		summary := regexp.MustCompile(`^\d+ event\(s\) printed, 0 filtered out, \d+ lost, (\d+) not printed \(output blocked or failed\)$`).FindStringSubmatch(lines[len(lines)-2])
+		var unprinted, unprintedLines int
+		fmt.Sscan(gaveUp[1], &unprintedLines)
+		if summary != nil {
+			fmt.Sscan(summary[1], &unprinted)
+		}
+		if summary == nil || unprinted != unprintedLines && unprinted != unprintedLines+1 {
+			t.Errorf("summary %q: want the %d unprinted lines (or one more) not printed\n%s", lines[len(lines)-2], unprintedLines, stderr.String())
 		}
 	})
 
@@ -289,6 +303,24 @@ func TestRunCommand(t *testing.T) {
 			t.Errorf("%v: %q, want []", err, stdout)
 		}
 	})
+}
+
+// TestRunSummary: what was not printed is left out of the printed count and named only when
+// there is some, in every gadget kind's summary.
+func TestRunSummary(t *testing.T) {
+	for _, tc := range []struct {
+		stats runner.Stats
+		want  string
+	}{
+		{runner.Stats{Kind: runner.KindTracer, Events: 10, Filtered: 3, Lost: 2}, "7 event(s) printed, 3 filtered out, 2 lost"},
+		{runner.Stats{Kind: runner.KindTracer, Events: 10, Filtered: 3, Unprinted: 4, Lost: 2}, "3 event(s) printed, 3 filtered out, 2 lost, 4 not printed (output blocked or failed)"},
+		{runner.Stats{Kind: runner.KindMapIterator, Events: 5, Filtered: 1, Unprinted: 2, Rounds: 2}, "2 row(s) printed in 2 round(s), 1 filtered out, 2 not printed (output blocked or failed)"},
+		{runner.Stats{Kind: runner.KindSnapshotter, Events: 5}, "5 record(s) printed, 0 filtered out"},
+	} {
+		if got := runSummary(&tc.stats); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.stats, got, tc.want)
+		}
+	}
 }
 
 // execLoop runs path every 20 ms until the returned stop is called.
