@@ -71,6 +71,9 @@ type fieldDecoder struct {
 	width  int // widest text a value can print as; 0 if unbounded
 	fit    fit // how a terminal-width line may narrow its column
 	decode func([]byte) any
+	// check refuses a filter value no value of the field prints as (see
+	// filter.go); nil lets any text through.
+	check func(string) error
 }
 
 // fit says how a column gives way when a line must fit a terminal
@@ -175,7 +178,8 @@ func newField(tag string, typ btf.Type) (fieldDecoder, error) {
 	}
 	if isChar(elem) || tag == "gadget_comm" || tag == "gadget_pcomm" {
 		n := arr.Nelems
-		return fieldDecoder{tag: tag, size: n, width: int(max(n, 1) - 1), fit: fitText, decode: func(b []byte) any {
+		maxLen := int(max(n, 1) - 1)
+		return fieldDecoder{tag: tag, size: n, width: maxLen, fit: fitText, check: textCheck(maxLen), decode: func(b []byte) any {
 			b = b[:n]
 			if i := indexNUL(b); i >= 0 {
 				b = b[:i]
@@ -225,12 +229,12 @@ func newScalar(tag string, typ btf.Type) (fieldDecoder, error) {
 			if t.Size != 8 || t.Encoding&btf.Signed != 0 {
 				return fieldDecoder{}, fmt.Errorf("%s must be a 64-bit unsigned integer, not %s", timestampTag, t.Name)
 			}
-			return fieldDecoder{tag: tag, size: 8, width: len(time.Time{}.Format(timeLayout)), decode: func(b []byte) any {
+			return fieldDecoder{tag: tag, size: 8, width: len(time.Time{}.Format(timeLayout)), check: timestampCheck, decode: func(b []byte) any {
 				return bootTime().Add(time.Duration(binary.NativeEndian.Uint64(b))).UTC()
 			}}, nil
 		}
 		if t.Encoding&btf.Bool != 0 {
-			return fieldDecoder{tag: tag, size: t.Size, width: len("false"), decode: func(b []byte) any {
+			return fieldDecoder{tag: tag, size: t.Size, width: len("false"), check: boolCheck, decode: func(b []byte) any {
 				return readUint(b, t.Size) != 0
 			}}, nil
 		}
@@ -265,6 +269,7 @@ func newInt(tag string, size uint32, signed bool) (fieldDecoder, error) {
 		return f, fmt.Errorf("unsupported %d-byte integer", size)
 	}
 	f.fit = fitNumber
+	f.check = intCheck(size, signed)
 	bits := 8 * size
 	if signed {
 		f.width = len(strconv.FormatInt(-1<<(bits-1), 10))
@@ -279,18 +284,16 @@ func newEnum(tag string, e *btf.Enum) (fieldDecoder, error) {
 		return fieldDecoder{}, fmt.Errorf("unsupported %d-byte enum %s", e.Size, e.Name)
 	}
 	names := make(map[uint64]string, len(e.Values))
+	values := make(map[string]uint64, len(e.Values))
+	list := make([]string, len(e.Values))
 	width := 0
-	for _, v := range e.Values {
+	for i, v := range e.Values {
 		names[v.Value] = v.Name
+		values[v.Name] = v.Value
+		list[i] = v.Name
 		width = max(width, len(v.Name))
 	}
-	shift := 64 - 8*e.Size
-	return fieldDecoder{tag: tag, size: e.Size, width: width, decode: func(b []byte) any {
-		v := readUint(b, e.Size)
-		if e.Signed {
-			// BTF stores signed enumerators sign-extended to 64 bits.
-			v = uint64(int64(v<<shift) >> shift)
-		}
+	prints := func(v uint64) string {
 		if name, ok := names[v]; ok {
 			return name
 		}
@@ -298,6 +301,20 @@ func newEnum(tag string, e *btf.Enum) (fieldDecoder, error) {
 			return strconv.FormatInt(int64(v), 10)
 		}
 		return strconv.FormatUint(v, 10)
+	}
+	typ := fmt.Sprintf("enum %s, printed as one of its names (%s) or the number of a value without one", e.Name, strings.Join(list, ", "))
+	check := namedCheck(typ, func(s string) (int64, bool) {
+		v, ok := values[s]
+		return int64(v), ok
+	}, func(n int64) string { return prints(uint64(n)) })
+	shift := 64 - 8*e.Size
+	return fieldDecoder{tag: tag, size: e.Size, width: width, check: check, decode: func(b []byte) any {
+		v := readUint(b, e.Size)
+		if e.Signed {
+			// BTF stores signed enumerators sign-extended to 64 bits.
+			v = uint64(int64(v<<shift) >> shift)
+		}
+		return prints(v)
 	}}, nil
 }
 

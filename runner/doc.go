@@ -48,7 +48,8 @@
 //
 // Options.Fields prints only the named fields, in that order; Options.Filters
 // keeps only events whose fields print exactly as given (ENOENT,
-// 127.0.0.1:80, a comm). Unknown field names are errors before anything is
+// 127.0.0.1:80, a comm). Unknown field names, and filter values the field's
+// type never prints as (see [Filter]), are errors before anything is
 // loaded. Filtered events are counted in Stats.Filtered, and MaxEvents
 // counts only the events that passed.
 //

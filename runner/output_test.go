@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -240,6 +241,93 @@ func TestFieldsAndFilters(t *testing.T) {
 	} {
 		if _, err := newView(d, tc.fields, tc.filters); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("fields %v, filters %v: got error %v, want %q", tc.fields, tc.filters, err, tc.want)
+		}
+	}
+}
+
+// TestFilterValues: a filter value some event could print as is taken; one
+// no event ever prints as is refused, naming the field, its type and what it
+// prints as.
+func TestFilterValues(t *testing.T) {
+	event := &btf.Struct{Name: "event", Size: 104, Members: []btf.Member{
+		{Name: "pid", Type: typedef("gadget_pid", u32T), Offset: 0},
+		{Name: "fd", Type: s32T, Offset: 32},
+		{Name: "error", Type: typedef("gadget_errno", s32T), Offset: 64},
+		{Name: "sig", Type: typedef("gadget_signal", u32T), Offset: 96},
+		{Name: "ok", Type: boolT, Offset: 128},
+		{Name: "state", Type: stateT, Offset: 160},
+		{Name: "comm", Type: &btf.Array{Type: charT, Index: u32T, Nelems: 16}, Offset: 192},
+		{Name: "dst", Type: l4EndpointT, Offset: 320},
+		{Name: "peer", Type: l3EndpointT, Offset: 480},
+		{Name: "timestamp", Type: typedef("gadget_timestamp", u64T), Offset: 640},
+		{Name: "nr", Type: typedef("gadget_syscall", s64T), Offset: 704},
+		{Name: "counts", Type: &btf.Array{Type: u32T, Index: u32T, Nelems: 2}, Offset: 768},
+	}}
+	d, err := newDecoder(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		errno   = "field error is an errno (gadget_errno), printed as its name (such as ENOENT), 0, or the number of an errno without a name"
+		signal  = "field sig is a signal (gadget_signal), printed as its name (such as SIGTERM) or the number of a signal without a name"
+		uint32s = "field pid is a uint32, printed in decimal from 0 to 4294967295"
+		enum    = "field state is enum state, printed as one of its names (STATE_OK, STATE_FAILED) or the number of a value without one"
+	)
+	for _, tc := range []struct {
+		field, value string
+		want         string // the error after "filter field=value: "; "" if taken
+	}{
+		{"pid", "4242", ""},
+		{"pid", "0", ""},
+		{"pid", "-1", uint32s},
+		{"pid", "4294967296", uint32s},
+		{"pid", "0x10", uint32s},
+		{"pid", "007", uint32s},
+		{"pid", "+7", uint32s},
+		{"fd", "-1", ""},
+		{"fd", "2147483648", "field fd is an int32, printed in decimal from -2147483648 to 2147483647"},
+		{"error", "ENOENT", ""},
+		{"error", "0", ""},
+		{"error", "4095", ""}, // no name: prints as its number
+		{"error", "ENOENTX", errno},
+		{"error", "enoent", errno},
+		{"error", "2", errno + ": 2 prints as ENOENT"},
+		{"error", "-2", errno + ": -2 prints as ENOENT"},
+		{"sig", "SIGKILL", ""},
+		{"sig", "200", ""},
+		{"sig", "KILL", signal},
+		{"sig", "9", signal + ": 9 prints as SIGKILL"},
+		{"ok", "true", ""},
+		{"ok", "false", ""},
+		{"ok", "1", "field ok is a bool, printed as true or false"},
+		{"state", "STATE_FAILED", ""},
+		{"state", "7", ""},
+		{"state", "STATE_GONE", enum},
+		{"state", "0", enum + ": 0 prints as STATE_OK"},
+		{"comm", "cat", ""},
+		{"comm", "", ""},
+		{"comm", "a-command-of-16c", "field comm is text of at most 15 bytes without NUL"},
+		{"dst", "127.0.0.1:443", ""},
+		{"dst", "[::1]:443", ""},
+		{"dst", "", ""},
+		{"dst", "127.0.0.1", `field dst is an address and port (gadget_l4endpoint), printed as 127.0.0.1:443 or [::1]:443, or as "" for none`},
+		{"peer", "::1", ""},
+		{"peer", "0:0::1", `field peer is an address (gadget_l3endpoint), printed as 127.0.0.1 or ::1, or as "" for none`},
+		{"peer", "localhost", `field peer is an address (gadget_l3endpoint), printed as 127.0.0.1 or ::1, or as "" for none`},
+		{"timestamp", "2026-12-03T17:22:01.120000000Z", ""},
+		{"timestamp", "2026-12-03T17:22:01.12Z", "field timestamp is a timestamp (gadget_timestamp), printed in UTC with nanoseconds, as 1970-01-01T00:00:00.000000000Z"},
+		{"nr", "openat", ""},
+		{"nr", "-1", ""},
+		{"nr", "no_such_call", "field nr is a system call (gadget_syscall), printed as its name on this architecture (such as openat) or the number of one without a name"},
+		{"counts", "[1 2]", ""}, // arrays of numbers are not checked
+	} {
+		_, err := newView(d, nil, []Filter{{tc.field, tc.value}})
+		want := ""
+		if tc.want != "" {
+			want = "filter " + tc.field + "=" + tc.value + ": " + tc.want
+		}
+		if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+			t.Errorf("filter %s=%s: error %v, want %q", tc.field, tc.value, err, want)
 		}
 	}
 }

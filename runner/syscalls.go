@@ -40,10 +40,19 @@ func newSyscall(t *btf.Int) (fieldDecoder, error) {
 	size, signed := t.Size, t.Encoding&btf.Signed != 0
 	shift := 64 - 8*size
 	width := len("-1")
-	for _, name := range syscallNames {
+	numbers := make(map[string]int64, len(syscallNames))
+	for n, name := range syscallNames {
 		width = max(width, len(name))
+		if name != "" {
+			numbers[name] = int64(n)
+		}
 	}
-	return fieldDecoder{tag: syscallTag, size: size, width: width, decode: func(b []byte) any {
+	check := namedCheck(fmt.Sprintf("a system call (%s), printed as its name on this architecture (such as openat) or the number of one without a name", syscallTag),
+		func(s string) (int64, bool) {
+			n, ok := numbers[s]
+			return n, ok
+		}, func(n int64) string { return Syscall(n).String() })
+	return fieldDecoder{tag: syscallTag, size: size, width: width, check: check, decode: func(b []byte) any {
 		v := readUint(b, size)
 		if signed {
 			return Syscall(int64(v<<shift) >> shift)

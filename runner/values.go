@@ -73,7 +73,17 @@ func newTaggedInt(tag string, t *btf.Int) (f fieldDecoder, ok bool, err error) {
 		return int64(v)
 	}
 	if tag == errnoTag {
-		return fieldDecoder{tag: tag, size: size, width: errnoWidth, decode: func(b []byte) any {
+		check := namedCheck(fmt.Sprintf("an errno (%s), printed as its name (such as ENOENT), 0, or the number of an errno without a name", errnoTag),
+			func(s string) (int64, bool) {
+				n, ok := errnoNumbers()[s]
+				return int64(n), ok
+			}, func(n int64) string {
+				if n < 0 { // as decoded
+					n = -n
+				}
+				return Errno(n).String()
+			})
+		return fieldDecoder{tag: tag, size: size, width: errnoWidth, check: check, decode: func(b []byte) any {
 			n := value(b)
 			if n < 0 { // -ENOENT, as system calls return errors
 				n = -n
@@ -81,7 +91,12 @@ func newTaggedInt(tag string, t *btf.Int) (f fieldDecoder, ok bool, err error) {
 			return Errno(n)
 		}}, true, nil
 	}
-	return fieldDecoder{tag: tag, size: size, width: signalWidth, decode: func(b []byte) any {
+	check := namedCheck(fmt.Sprintf("a signal (%s), printed as its name (such as SIGTERM) or the number of a signal without a name", signalTag),
+		func(s string) (int64, bool) {
+			n := unix.SignalNum(s)
+			return int64(n), n != 0
+		}, func(n int64) string { return Signal(n).String() })
+	return fieldDecoder{tag: tag, size: size, width: signalWidth, check: check, decode: func(b []byte) any {
 		return Signal(value(b))
 	}}, true, nil
 }
@@ -130,7 +145,7 @@ func newEndpoint(s *btf.Struct) (f fieldDecoder, ok bool, err error) {
 		return netip.Addr{}
 	}
 	if !l4 {
-		return fieldDecoder{tag: s.Name, size: s.Size, width: len("255.255.255.255"), decode: func(b []byte) any {
+		return fieldDecoder{tag: s.Name, size: s.Size, width: len("255.255.255.255"), check: endpointCheck(false), decode: func(b []byte) any {
 			return addr(b)
 		}}, true, nil
 	}
@@ -138,7 +153,7 @@ func newEndpoint(s *btf.Struct) (f fieldDecoder, ok bool, err error) {
 	if err != nil {
 		return fieldDecoder{}, true, err
 	}
-	return fieldDecoder{tag: s.Name, size: s.Size, width: len("255.255.255.255:65535"), decode: func(b []byte) any {
+	return fieldDecoder{tag: s.Name, size: s.Size, width: len("255.255.255.255:65535"), check: endpointCheck(true), decode: func(b []byte) any {
 		a := addr(b)
 		if !a.IsValid() {
 			return netip.AddrPort{}

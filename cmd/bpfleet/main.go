@@ -299,7 +299,8 @@ func runCmd(dataDir *string) *cobra.Command {
 			"not verify is refused before anything reaches the kernel.\n\n" +
 			"--param name=value sets one of the gadget's parameters (see --list-params) before it is\n" +
 			"loaded; --fields a,b prints only those fields, in that order; --filter field=value keeps\n" +
-			"only the events whose field prints exactly as value (repeat to require several).\n\n" +
+			"only the events whose field prints exactly as value (repeat to require several); a value\n" +
+			"the field's type never prints as (error=ENOENTX, error=2 for ENOENT) is refused.\n\n" +
 			"A map iterator gadget (top_file) prints its rows every --interval, each round sorted by\n" +
 			"its first counter, descending, and starts counting afresh; --max-events counts rows, and\n" +
 			"with -o json each row's first member \"round\" is the round's time (UTC, RFC 3339 with\n" +
