@@ -287,7 +287,13 @@ func TestRunCommand(t *testing.T) {
 		// Descriptions come from the signed image's metadata (gadgets/top_file/gadget.yaml).
 		if len(ps) != 3 || ps[0]["name"] != "all_files" ||
 			ps[0]["description"] != "Count every kind of file (sockets, pipes, terminals, devices), not only regular files." {
-			t.Errorf("params %v: want all_files first, described as in top_file's gadget.yaml", ps)
+			t.Fatalf("params %v: want all_files first, described as in top_file's gadget.yaml", ps)
+		}
+		// Empty keys are left out: all_files is a bool that sizes no map.
+		for _, k := range []string{"max_len", "sizes_map"} {
+			if _, ok := ps[0][k]; ok {
+				t.Errorf("param %v has key %s, want it left out when empty", ps[0], k)
+			}
 		}
 
 		stdout, _, err = runSplit(e, false, "run", "top_file", "--list-params")
