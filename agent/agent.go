@@ -283,8 +283,7 @@ func (a *Agent) drain(dev *sync.Device) {
 // old ones), and staleness is judged by verify's freshness rules, so the operator must hear of
 // it here.
 func (a *Agent) warnStale() {
-	now := trust.ClockKnown(a.now())
-	if now.IsZero() || a.status.Expires.IsZero() || !now.After(a.status.Expires) || a.staleWarned == a.status.Version {
+	if a.status.Expires.IsZero() || !trust.Expired(a.status.Expires.Unix(), trust.ClockKnown(a.now())) || a.staleWarned == a.status.Version {
 		return
 	}
 	a.staleWarned = a.status.Version

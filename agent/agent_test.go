@@ -171,7 +171,7 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	f.publish(good)
 	st := f.waitStatus(func(s sync.Status) bool { return s.Version == 1 })
 	before := f.dump()
-	state, err := TrustStatus(f.dataDir)
+	state, err := TrustStatus(f.dataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestAgentAppliesAndRejects(t *testing.T) {
 	f.publish(raw2)
 	stop = f.start()
 	f.waitStatus(func(s sync.Status) bool { return s.Version == 2 })
-	state, err = TrustStatus(f.dataDir)
+	state, err = TrustStatus(f.dataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestProvisionedUpdates(t *testing.T) {
 		if _, err := New(f.cfg, f.dataDir, slog.New(slog.NewTextHandler(f.log, nil))); err != nil {
 			t.Fatal(err)
 		}
-		st, err := TrustStatus(f.dataDir)
+		st, err := TrustStatus(f.dataDir, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

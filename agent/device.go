@@ -19,18 +19,22 @@ import (
 type TrustState struct {
 	Version     uint64 `json:"version"`
 	StateDigest string `json:"state_digest"`
-	// Expires is when the fleet said this state goes stale (verify's freshness rules); zero
-	// for a store that never received trust.
-	Expires     time.Time `json:"expires"`
-	Keys        int       `json:"keys"`
-	Signatures  int       `json:"signatures"`
-	Revocations int       `json:"revocations"` // revoked keys, keyless identities and digests
-	Policy      bool      `json:"policy"`      // the fleet delivered a verification policy
+	// Expires is when the fleet said this state goes stale; nil (omitted) for a store that
+	// never received trust.
+	Expires *time.Time `json:"expires,omitempty"`
+	// Stale: Expires has passed, judged as verify judges it (trust.Expired; an unknown clock
+	// is never stale), so gadgets under strict policy are refused.
+	Stale       bool `json:"stale"`
+	Keys        int  `json:"keys"`
+	Signatures  int  `json:"signatures"`
+	Revocations int  `json:"revocations"` // revoked keys, keyless identities and digests
+	Policy      bool `json:"policy"`      // the fleet delivered a verification policy
 }
 
-// existingDataDir refuses a data directory that does not exist. Only importing and the agent
-// create one: a command that reads it would otherwise make a mistyped --data-dir look like a
-// device with no images and no trust.
+// existingDataDir refuses a path that is not a bpfleet data directory: one that does not
+// exist, or holds neither an image store nor a trust store. Only importing and the agent
+// create those: a command that reads would otherwise make a mistyped --data-dir (/tmp, ~)
+// look like a device with no images and no trust.
 func existingDataDir(dataDir string) error {
 	fi, err := os.Stat(dataDir)
 	switch {
@@ -41,46 +45,83 @@ func existingDataDir(dataDir string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("data directory %s is not a directory (is --data-dir right?)", dataDir)
 	}
+	hasImages, err := exists(imageDir(dataDir))
+	if err != nil {
+		return err
+	}
+	hasTrust, err := exists(trustDir(dataDir))
+	if err != nil {
+		return err
+	}
+	if !hasImages && !hasTrust {
+		return fmt.Errorf("%s is not a bpfleet data directory: it has neither images/ nor trust/ (is --data-dir right? `bpfleet image import` and the agent create them)", dataDir)
+	}
 	return nil
 }
 
-// openImages opens the image store of an existing data directory.
+// exists reports whether path exists.
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// openImages opens the image store of a data directory. A device that has trust but never
+// imported an image has none, and reading it must not create one: that is oci.ErrNotFound.
 func openImages(dataDir string) (*oci.Layout, error) {
 	if err := existingDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	if ok, err := exists(imageDir(dataDir)); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("%w: no images imported into %s yet", oci.ErrNotFound, dataDir)
+		}
 		return nil, err
 	}
 	return oci.Open(imageDir(dataDir))
 }
 
-// openTrust opens the trust store of an existing data directory.
+// openTrust opens the trust store of a data directory whose agent created it; nil if it has
+// none (no trust received yet).
 func openTrust(dataDir string) (*store.Store, error) {
 	if err := existingDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	if ok, err := exists(trustDir(dataDir)); err != nil || !ok {
 		return nil, err
 	}
 	return store.Open(trustDir(dataDir), store.Options{})
 }
 
-// TrustStatus reads the trust store's state.
-func TrustStatus(dataDir string) (TrustState, error) {
+// TrustStatus reads the trust store's state, judging staleness at now.
+func TrustStatus(dataDir string, now time.Time) (TrustState, error) {
 	snap, err := snapshot(dataDir)
 	if err != nil {
 		return TrustState{}, err
 	}
 	st := TrustState{Version: snap.Version(), StateDigest: snap.StateDigest(), Keys: len(snap.Keys()),
-		Signatures: snap.SignatureCount(), Revocations: snap.RevocationCount(), Policy: snap.Policy() != nil}
+		Stale: trust.Expired(snap.Expires(), trust.ClockKnown(now)), Signatures: snap.SignatureCount(),
+		Revocations: snap.RevocationCount(), Policy: snap.Policy() != nil}
 	if snap.Expires() != 0 {
-		st.Expires = time.Unix(snap.Expires(), 0).UTC()
+		t := time.Unix(snap.Expires(), 0).UTC()
+		st.Expires = &t
 	}
 	return st, nil
 }
 
 // snapshot checks the trust store against its digest, copies the trust state out and lets go
 // of the store at once, so that the agent can keep applying deltas while the caller verifies
-// and runs. A store changed behind bpfleet's back is refused, not trusted.
+// and runs. A store changed behind bpfleet's back is refused, not trusted. A device with no
+// store yet has the empty state.
 func snapshot(dataDir string) (*store.Snapshot, error) {
 	s, err := openTrust(dataDir)
 	if err != nil {
 		return nil, err
+	}
+	if s == nil {
+		return store.Empty(), nil
 	}
 	defer s.Close()
 	if err := s.Verify(); err != nil {
@@ -101,6 +142,9 @@ func ImportImage(dataDir, src string) ([]oci.Descriptor, error) {
 // Images lists the device's images.
 func Images(dataDir string) ([]oci.Image, error) {
 	l, err := openImages(dataDir)
+	if errors.Is(err, oci.ErrNotFound) {
+		return []oci.Image{}, nil // nothing imported yet
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +163,9 @@ func ApproveRun(dataDir, ref string) (*verify.Approved, error) {
 		return g, nil
 	}
 	s, err := openTrust(dataDir)
+	if err == nil && s == nil {
+		err = fmt.Errorf("trust store %s is gone", trustDir(dataDir))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record break-glass use: %w", err)
 	}
@@ -135,6 +182,9 @@ func AuditLog(dataDir string) ([]store.AuditEntry, error) {
 	s, err := openTrust(dataDir)
 	if err != nil {
 		return nil, err
+	}
+	if s == nil {
+		return []store.AuditEntry{}, nil // no trust store, so nothing received or used yet
 	}
 	defer s.Close()
 	return s.AuditLog()
@@ -157,9 +207,6 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 			keys = append(keys, trust.Key{DER: der})
 		}
 		// The keys given replace the fleet's keys, not what the fleet denied or revoked.
-		if _, err := os.Stat(trustDir(dataDir)); errors.Is(err, fs.ErrNotExist) {
-			return verify.GadgetWithKeys(keys, images, ref)
-		}
 		snap, err := snapshot(dataDir)
 		if err != nil {
 			return nil, fmt.Errorf("read the device's deny-list and revocations, which apply with --key too: %w", err)
@@ -170,7 +217,12 @@ func Verify(dataDir, ref string, keyFiles []string) (*verify.Approved, error) {
 	if err != nil {
 		return nil, err
 	}
-	return verify.Gadget(snap, images, ref, verify.WithKeyless(sigstore.Keyless))
+	g, err := verify.Gadget(snap, images, ref, verify.WithKeyless(sigstore.Keyless))
+	if snap.Version() == 0 && errors.Is(err, verify.ErrNoTrustedKeys) {
+		// Say why there are none: on a new device that is the normal state, not a fault.
+		return nil, fmt.Errorf("%w (no trust received yet: the agent has applied no delta to %s)", err, dataDir)
+	}
+	return g, err
 }
 
 // RemoveImage untags ref (a tag, short name, pinned reference or digest, resolved as every

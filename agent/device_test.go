@@ -2,13 +2,18 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust/store"
 )
 
 // storeImage tags in the data directory's image store an image index with one linux/amd64
@@ -45,42 +50,58 @@ func storeImage(t *testing.T, dataDir, ref, program string) oci.Descriptor {
 	return idx
 }
 
+type deviceOp struct {
+	name string
+	run  func(dataDir string) error
+}
+
+// readOnly is every command that only reads the data directory (run's approval writes only
+// the audit record of a break-glass override, which none of these directories holds).
+var readOnly = []deviceOp{
+	{"image list", func(d string) error { _, err := Images(d); return err }},
+	{"image inspect", func(d string) error { _, err := InspectImage(d, "x"); return err }},
+	{"image export", func(d string) error {
+		return ExportImages(d, filepath.Join(os.TempDir(), fmt.Sprintf("bpfleet-export-%d.tar", os.Getpid())), "x")
+	}},
+	{"verify", func(d string) error { _, err := Verify(d, "x", nil); return err }},
+	{"verify --key", func(d string) error { _, err := Verify(d, "x", []string{"k.pub"}); return err }},
+	{"run", func(d string) error { _, err := ApproveRun(d, "x"); return err }},
+	{"trust status", func(d string) error { _, err := TrustStatus(d, time.Now()); return err }},
+	{"trust audit", func(d string) error { _, err := AuditLog(d); return err }},
+}
+
 // TestCommandsRefuseMissingDataDir: every command but import (and the agent) refuses a data
 // directory that does not exist, naming it, and creates nothing.
 func TestCommandsRefuseMissingDataDir(t *testing.T) {
-	ops := []struct {
-		name string
-		run  func(dataDir string) error
-	}{
-		{"image list", func(d string) error { _, err := Images(d); return err }},
-		{"image inspect", func(d string) error { _, err := InspectImage(d, "x"); return err }},
-		{"image export", func(d string) error { return ExportImages(d, filepath.Join(t.TempDir(), "o.tar"), "x") }},
-		{"image tag", func(d string) error { _, _, err := TagImage(d, "x", "y"); return err }},
-		{"image remove", func(d string) error { _, _, err := RemoveImage(d, "x"); return err }},
-		{"verify", func(d string) error { _, err := Verify(d, "x", nil); return err }},
-		{"verify --key", func(d string) error { _, err := Verify(d, "x", []string{"k.pub"}); return err }},
-		{"run", func(d string) error { _, err := ApproveRun(d, "x"); return err }},
-		{"trust status", func(d string) error { _, err := TrustStatus(d); return err }},
-		{"trust audit", func(d string) error { _, err := AuditLog(d); return err }},
-	}
+	ops := append(slices.Clone(readOnly),
+		deviceOp{"image tag", func(d string) error { _, _, err := TagImage(d, "x", "y"); return err }},
+		deviceOp{"image remove", func(d string) error { _, _, err := RemoveImage(d, "x"); return err }})
 	parent := t.TempDir()
 	file := filepath.Join(parent, "a-file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(parent, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dirs := []struct{ dir, want string }{
 		{filepath.Join(parent, "nonexist"), "data directory " + filepath.Join(parent, "nonexist") +
 			" does not exist (is --data-dir right? `bpfleet image import` and the agent create it)"},
 		{file, "data directory " + file + " is not a directory (is --data-dir right?)"},
+		// An existing directory that is not a device's (a mistyped --data-dir such as /tmp).
+		{empty, empty + " is not a bpfleet data directory: it has neither images/ nor trust/ " +
+			"(is --data-dir right? `bpfleet image import` and the agent create them)"},
 	}
 	for _, op := range ops {
 		for _, d := range dirs {
 			t.Run(op.name+"/"+filepath.Base(d.dir), func(t *testing.T) {
+				before := tree(t, parent)
 				if err := op.run(d.dir); err == nil || err.Error() != d.want {
 					t.Fatalf("%s on %s: %v\nwant %s", op.name, d.dir, err, d.want)
 				}
-				if entries, _ := os.ReadDir(parent); len(entries) != 1 {
-					t.Fatalf("%s created something in %s: %v", op.name, parent, entries)
+				if after := tree(t, parent); !maps.Equal(after, before) {
+					t.Fatalf("%s changed %s:\n%v\nwas\n%v", op.name, parent, after, before)
 				}
 			})
 		}
@@ -97,9 +118,144 @@ func TestCommandsRefuseMissingDataDir(t *testing.T) {
 	}
 }
 
+// tree maps every path under dir to its type and, for files, contents.
+func tree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		v := d.Type().String()
+		if d.Type().IsRegular() {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			v += " " + string(data)
+		}
+		m[strings.TrimPrefix(path, dir)] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestReadOnlyHalfDevice: on a device that has only one of its two stores — images imported
+// before its agent first ran, or trust with no image imported yet — the read-only commands
+// answer from what there is and create the other store no more than anything else: the
+// directory is byte for byte what it was.
+func TestReadOnlyHalfDevice(t *testing.T) {
+	imagesOnly := t.TempDir()
+	storeImage(t, imagesOnly, "x:latest", "program")
+	trustOnly := t.TempDir()
+	s, err := store.Open(trustDir(trustOnly), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	noTrust := `verify x: no trusted keys (no trust received yet: the agent has applied no delta to ` + imagesOnly + `)`
+	noImages := "not found: no images imported into " + trustOnly + " yet"
+	want := map[string][2]string{ // error on imagesOnly, on trustOnly ("" for none)
+		"image list":    {"", ""},
+		"image inspect": {"", noImages},
+		"image export":  {"", noImages},
+		"verify":        {noTrust, noImages},
+		"verify --key":  {"open k.pub: no such file or directory", noImages},
+		"run":           {noTrust, noImages},
+		"trust status":  {"", ""},
+		"trust audit":   {"", ""},
+	}
+	for _, op := range readOnly {
+		for i, dir := range []string{imagesOnly, trustOnly} {
+			t.Run(op.name+"/"+[]string{"images-only", "trust-only"}[i], func(t *testing.T) {
+				// Opening Badger rewrites its own files, so the trust-only device's trust/ is
+				// compared only where no command writes: outside trust/.
+				before := tree(t, dir)
+				err := op.run(dir)
+				if got := fmt.Sprint(err); err == nil && want[op.name][i] != "" || err != nil && got != want[op.name][i] {
+					t.Errorf("%s: %v, want %q", op.name, err, want[op.name][i])
+				}
+				after := tree(t, dir)
+				if i == 1 {
+					maps.DeleteFunc(before, func(k string, _ string) bool { return strings.HasPrefix(k, "/trust/") })
+					maps.DeleteFunc(after, func(k string, _ string) bool { return strings.HasPrefix(k, "/trust/") })
+				}
+				if !maps.Equal(after, before) {
+					t.Errorf("%s changed %s:\n%v\nwas\n%v", op.name, dir, slices.Sorted(maps.Keys(after)), slices.Sorted(maps.Keys(before)))
+				}
+			})
+		}
+	}
+	if images, err := Images(trustOnly); err != nil || len(images) != 0 {
+		t.Errorf("image list with no images/: %v, %v; want none", images, err)
+	}
+	st, err := TrustStatus(imagesOnly, time.Now())
+	if want := (TrustState{StateDigest: store.Empty().StateDigest()}); err != nil || st != want {
+		t.Errorf("trust status with no trust/: %+v, %v; want %+v", st, err, want)
+	}
+	// The empty state is what a new store holds.
+	if fresh, err := TrustStatus(trustOnly, time.Now()); err != nil || fresh != st {
+		t.Errorf("trust status of a new store: %+v, %v; want %+v", fresh, err, st)
+	}
+}
+
+// TestTrustStatusFreshness: trust status says whether the trust is stale as verify would judge
+// it at the same time — past its expiry to the second, never with an unknown clock — and omits
+// an expiry no delta ever set.
+func TestTrustStatusFreshness(t *testing.T) {
+	const expires = 1_800_000_000 // 2027-01-15T08:00:00Z
+	dataDir := t.TempDir()
+	s, err := store.Open(trustDir(dataDir), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := s.Apply(store.Change{Version: 1, Base: store.Empty().StateDigest(), Expires: expires})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(expires, 0)
+	tests := []struct {
+		name  string
+		now   time.Time
+		stale bool
+	}{
+		{"fresh", at.Add(-2 * time.Hour), false},
+		{"the last second", at.Add(999 * time.Millisecond), false},
+		{"stale", at.Add(time.Second), true},
+		{"stale, clock unknown", time.Unix(expires+3600, 0).AddDate(-50, 0, 0), false}, // 1977: before 2025
+	}
+	for _, tt := range tests {
+		st, err := TrustStatus(dataDir, tt.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(st)
+		want := `{"version":1,"state_digest":"` + digest + `","expires":"2027-01-15T08:00:00Z","stale":` + fmt.Sprint(tt.stale) +
+			`,"keys":0,"signatures":0,"revocations":0,"policy":false}`
+		if string(got) != want {
+			t.Errorf("%s: trust status -o json =\n%s\nwant\n%s", tt.name, got, want)
+		}
+	}
+	// A device that never received trust: no expiry, not stale.
+	imagesOnly := t.TempDir()
+	storeImage(t, imagesOnly, "x:latest", "program")
+	st, err := TrustStatus(imagesOnly, at)
+	got, _ := json.Marshal(st)
+	if want := `{"version":0,"state_digest":"` + store.Empty().StateDigest() + `","stale":false,"keys":0,"signatures":0,"revocations":0,"policy":false}`; err != nil || string(got) != want {
+		t.Errorf("never received trust: %s, %v\nwant %s", got, err, want)
+	}
+}
+
 // TestJSONOutputs: what the CLI prints with -o json: empty lists are [], keys are snake_case.
 func TestJSONOutputs(t *testing.T) {
 	dataDir := t.TempDir()
+	if _, err := oci.Open(imageDir(dataDir)); err != nil { // a device with an empty image store and no trust store
+		t.Fatal(err)
+	}
 	marshal := func(v any, err error) string {
 		t.Helper()
 		if err != nil {

@@ -108,6 +108,9 @@ func TestSyncExpiredDeltas(t *testing.T) {
 	if _, err := verify.Gadget(snap, images, ref, verify.WithNow(deviceNow())); err != nil {
 		t.Fatalf("verify on fresh trust: %v", err)
 	}
+	if st, err := TrustStatus(dev.dataDir, deviceNow()); err != nil || st.Stale {
+		t.Fatalf("trust status of the trust verify accepts: %+v, %v; want not stale", st, err)
+	}
 
 	// Delta 3 is expired on arrival: applied all the same, and the trust is now stale.
 	raw3, d3 := issue(sync.DeltaSpec{Revocations: []trust.Revocation{revoked3}, Expires: 10 * time.Minute})
@@ -125,11 +128,16 @@ func TestSyncExpiredDeltas(t *testing.T) {
 		t.Fatalf("delta 3 not in the store: revoked %t, expires %d", snap.Revoked(revoked3), snap.Expires())
 	}
 	// What `bpfleet trust status` and the agent's log say of it.
-	st, err := TrustStatus(dev.dataDir)
+	st, err := TrustStatus(dev.dataDir, deviceNow())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (TrustState{Version: 3, StateDigest: snap.StateDigest(), Expires: time.Unix(d3.Expires, 0).UTC(), Keys: 1, Signatures: 1, Revocations: 2}); st != want {
+	expires := time.Unix(d3.Expires, 0).UTC()
+	if st.Expires == nil || !st.Expires.Equal(expires) {
+		t.Errorf("trust status expires %v, want %v", st.Expires, expires)
+	}
+	st.Expires = nil
+	if want := (TrustState{Version: 3, StateDigest: snap.StateDigest(), Stale: true, Keys: 1, Signatures: 1, Revocations: 2}); st != want {
 		t.Errorf("trust status %+v, want %+v", st, want)
 	}
 	dev.waitLog(`msg="delta applied" version=3 keys=0 signatures=0 revocations=1 policy=false trusted_root=false`, 1)

@@ -371,7 +371,7 @@ func (d *device) waitConverged(tf *testFleet, timeout time.Duration) sync.Status
 	s := d.waitStatus(timeout, fmt.Sprintf("version %d, %s", v, digest), func(s sync.Status) bool {
 		return s.Online && s.Version == v && s.StateDigest == digest
 	})
-	st, err := TrustStatus(d.dataDir)
+	st, err := TrustStatus(d.dataDir, time.Now())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -875,7 +875,7 @@ func TestSyncAgentKilledDuringApply(t *testing.T) {
 	if !p.cmd.ProcessState.Success() {
 		t.Fatalf("agent: %v\n%s", p.cmd.ProcessState, p.output.String())
 	}
-	st, err := TrustStatus(dataDir)
+	st, err := TrustStatus(dataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,7 @@ func TestAgentOverTLSWithClientCertificate(t *testing.T) {
 		t.Fatalf("status %+v, want version 1 at %s", s, d.State)
 	}
 	stop()
-	state, err := TrustStatus(f.dataDir)
+	state, err := TrustStatus(f.dataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestAgentOverTLSRefused(t *testing.T) {
 			if log := f.broker.Log()[logStart:]; !strings.Contains(log, tt.brokerLog) || strings.Contains(log, "as bpfleet-f1-dev1") {
 				t.Errorf("broker log: want %q and no session of bpfleet-f1-dev1:\n%s", tt.brokerLog, log)
 			}
-			state, err := TrustStatus(dataDir)
+			state, err := TrustStatus(dataDir, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/bpfleet/bpfleet/agent"
 	"github.com/bpfleet/bpfleet/internal/cosign"
 	"github.com/bpfleet/bpfleet/internal/oci"
+	"github.com/bpfleet/bpfleet/internal/trust"
 	"github.com/bpfleet/bpfleet/runner"
 	"github.com/bpfleet/bpfleet/verify"
 )
@@ -455,6 +456,33 @@ func runSummary(s *runner.Stats) string {
 	return summary
 }
 
+// freshness says how st's expiry (which it must have) stands at now, as verify judges it.
+func freshness(st agent.TrustState, now time.Time) string {
+	switch {
+	case st.Stale:
+		return "expired " + roughly(now.Sub(*st.Expires)) + " ago: strict scopes refuse gadgets until a fresh delta arrives"
+	case trust.ClockKnown(now).IsZero():
+		return "the device clock is unknown: freshness not checked"
+	}
+	return "in " + roughly(st.Expires.Sub(now))
+}
+
+// roughly says d for a person to read: 45s, 3m, 2h, 1h30m, and in days from two days up.
+func roughly(d time.Duration) string {
+	d = d.Round(time.Second) // expiries are whole seconds
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d >= time.Hour && d%time.Hour < time.Minute:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
+}
+
 func trustCmd(dataDir *string) *cobra.Command {
 	c := &cobra.Command{Use: "trust", Short: "Inspect the device's trust store"}
 	var out outputFormat
@@ -463,7 +491,8 @@ func trustCmd(dataDir *string) *cobra.Command {
 		Short: "Show the trust version and state digest",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			st, err := agent.TrustStatus(*dataDir)
+			now := time.Now()
+			st, err := agent.TrustStatus(*dataDir, now)
 			if err != nil {
 				return err
 			}
@@ -471,8 +500,8 @@ func trustCmd(dataDir *string) *cobra.Command {
 				return printJSON(st)
 			}
 			expires, policy := "never received trust", "none delivered (defaults: strict)"
-			if !st.Expires.IsZero() {
-				expires = st.Expires.Format(time.RFC3339)
+			if st.Expires != nil {
+				expires = st.Expires.Format(time.RFC3339) + " (" + freshness(st, now) + ")"
 			}
 			if st.Policy {
 				policy = "delivered"

@@ -15,3 +15,11 @@ func ClockKnown(now time.Time) time.Time {
 	}
 	return now
 }
+
+// Expired reports whether trust the fleet said expires at expires (Unix seconds; 0 if it never
+// said) is stale at now, a ClockKnown time: never when the fleet set no expiry or the clock is
+// unknown. It is verify's freshness rule, so that what reports staleness agrees with what
+// refuses gadgets for it.
+func Expired(expires int64, now time.Time) bool {
+	return expires != 0 && !now.IsZero() && now.Unix() > expires
+}

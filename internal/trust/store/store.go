@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -516,9 +517,7 @@ func (s *Store) AuditLog() ([]AuditEntry, error) {
 // stateDigest hashes the version and every trust record in key order. Each key and value is
 // length-prefixed so that no two different states hash the same input.
 func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
-	h := sha256.New()
-	h.Write([]byte(digestDomain))
-	h.Write(binary.BigEndian.AppendUint64(nil, ver))
+	h := stateHash(ver)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(trustPrefix), PrefetchValues: false})
 	defer it.Close()
 	var buf []byte
@@ -535,7 +534,25 @@ func stateDigest(txn *badger.Txn, ver uint64) (string, error) {
 		h.Write(binary.AppendUvarint(nil, uint64(len(v))))
 		h.Write(v)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return sumDigest(h), nil
+}
+
+// stateHash starts a state digest: everything else it hashes is trust records.
+func stateHash(ver uint64) hash.Hash {
+	h := sha256.New()
+	h.Write([]byte(digestDomain))
+	h.Write(binary.BigEndian.AppendUint64(nil, ver))
+	return h
+}
+
+func sumDigest(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+// Empty is the trust state of a store that never received trust, what a new store's Snapshot
+// returns, without a store: reading a device's trust before its agent created the store must
+// not create one.
+func Empty() *Snapshot {
+	return &Snapshot{digest: sumDigest(stateHash(0)), signatures: map[string][]trust.Signature{},
+		revoked: map[trust.Revocation]bool{}, overrides: map[string]trust.Override{}}
 }
 
 // Snapshot is a consistent in-memory copy of the trust state. It implements Reader.
@@ -553,8 +570,7 @@ type Snapshot struct {
 
 // Snapshot reads the whole trust state in one read transaction.
 func (s *Store) Snapshot() (*Snapshot, error) {
-	snap := &Snapshot{signatures: map[string][]trust.Signature{}, revoked: map[trust.Revocation]bool{},
-		overrides: map[string]trust.Override{}}
+	snap := Empty() // readHead replaces its version and digest
 	err := s.db.View(func(txn *badger.Txn) error {
 		if err := readHead(txn, snap); err != nil {
 			return err
