@@ -584,10 +584,13 @@ func TestImageLifecycle(t *testing.T) {
 	if otherDigest == "" || otherDigest == info.Digest {
 		t.Fatalf("image list -o json: %+v", images)
 	}
+	// A device whose agent created its (empty) trust store and which imported no image.
 	emptyDir := filepath.Join(e.work, "empty-device")
-	if err := os.Mkdir(emptyDir, 0o755); err != nil {
+	s, err := store.Open(filepath.Join(emptyDir, "trust"), store.Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	s.Close()
 	missing := filepath.Join(e.work, "nonexist")
 	notLayout := e.path("empty.tar")
 	if err := os.WriteFile(notLayout, nil, 0o644); err != nil {
@@ -629,6 +632,9 @@ func TestImageLifecycle(t *testing.T) {
 		out, err := e.try(e.bin, append([]string{"--data-dir", dir}, st.args...)...)
 		if (err != nil) != st.fails || !strings.Contains(out, st.want) {
 			t.Errorf("bpfleet %s: err %v, output:\n%s\nwant (failing: %t) %q", strings.Join(st.args, " "), err, out, st.fails, st.want)
+		}
+		if _, err := os.Stat(filepath.Join(emptyDir, "images")); dir == emptyDir && st.args[1] != "import" && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("bpfleet %s created %s/images: %v", strings.Join(st.args, " "), emptyDir, err)
 		}
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
