@@ -62,7 +62,7 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 		return nil, err
 	}
 	policy := t.Policy()
-	scope, err := scopeFor(policy, images, desc.Digest)
+	scope, scopes, err := scopeFor(policy, images, desc.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +73,20 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if t.Revoked(trust.Revocation{Kind: trust.RevokeDigest, Value: desc.Digest}) {
 		return nil, fmt.Errorf("%w: the fleet revoked %s", ErrRevoked, desc.Digest)
 	}
+	// A keyless signer must be one that every scope the image's names fall in accepts: a second
+	// tag in another scope must not bring its own identities.
 	var kl *keyless
-	if o.keyless != nil && len(scope.Identities) > 0 && len(t.TrustedRoot()) > 0 {
-		kl = &keyless{verify: o.keyless, root: t.TrustedRoot(), identities: scope.Identities}
+	if o.keyless != nil && len(t.TrustedRoot()) > 0 {
+		kl = &keyless{verify: o.keyless, root: t.TrustedRoot()}
+		for _, s := range scopes {
+			if len(s.Identities) == 0 {
+				kl = nil
+				break
+			}
+			kl.identities = append(kl.identities, s.Identities)
+		}
 	}
-	signed, decision, sigErr := signature(t, images, ref, kl)
+	signed, decision, sigErr := signature(t, images, ref, desc, kl)
 	if sigErr == nil {
 		decision.Verified = true
 	} else {
@@ -144,27 +153,38 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, metadata: metadata, decision: decision}, nil
 }
 
-// scopeFor picks the policy scope of an image from every name the device has for it (its
-// tags), not from the reference it was asked by: a short name, a digest or a second tag must
-// not reach a looser scope than the image's own name would. Of the scopes its names match, the
-// strictest level decides; an untagged image is matched by its digest (and wildcards) alone.
-func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (trust.Scope, error) {
-	list, err := images.List()
+// scopeFor picks the policy scope of an image from every name the device has for it (all its
+// tags in the layout, helper-shaped ones included), not from the reference it was asked by: a
+// short name, a digest or a second tag must not reach a looser scope than the image's own
+// name would. Of the scopes its names match, the strictest level decides (decisive); all of
+// them are returned too, one per distinct scope, for the rules that must hold in each. An
+// untagged image is matched by its digest (and wildcards) alone.
+func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (decisive trust.Scope, all []trust.Scope, err error) {
+	idx, err := images.Index()
 	if err != nil {
-		return trust.Scope{}, err
+		return trust.Scope{}, nil, err
 	}
-	best := p.ScopeFor("", "", digest)
-	named := false
-	for _, img := range list {
-		if img.Digest != digest {
-			continue
-		}
-		s := p.ScopeFor(img.Ref, oci.Repository(img.Ref), digest)
-		if !named || strictness(s.Level) > strictness(best.Level) {
-			best, named = s, true
+	var names []string
+	for _, d := range idx.Manifests {
+		if name, ok := d.Annotations[oci.AnnotationRefName]; ok && d.Digest == digest {
+			names = append(names, name)
 		}
 	}
-	return best, nil
+	slices.Sort(names)
+	if len(names) == 0 {
+		s := p.ScopeFor("", "", digest)
+		return s, []trust.Scope{s}, nil
+	}
+	for i, name := range names {
+		s := p.ScopeFor(name, oci.Repository(name), digest)
+		if !slices.ContainsFunc(all, func(o trust.Scope) bool { return o.Match == s.Match }) {
+			all = append(all, s)
+		}
+		if i == 0 || strictness(s.Level) > strictness(decisive.Level) {
+			decisive = s
+		}
+	}
+	return decisive, all, nil
 }
 
 // strictness orders the levels from skip (0) to strict (3).

@@ -76,3 +76,64 @@ func TestKeylessPath(t *testing.T) {
 		t.Fatalf("revoked identity: %v", err)
 	}
 }
+
+// TestKeylessEveryScope: an image whose tags fall in several scopes is keyless-verified only by
+// a signer that each of those scopes accepts; a second tag cannot bring its scope's identities
+// (or, with none, leave keyless to the others).
+func TestKeylessEveryScope(t *testing.T) {
+	l, err := oci.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const acmeRef = "ghcr.io/acme/trace_exec:v1"
+	image := packageGadget(t, l, acmeRef, "original", "")
+	certBundle := []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json",` +
+		`"verificationMaterial":{"certificate":{"rawBytes":"AA=="}},"dsseEnvelope":{"payload":"","payloadType":"x","signatures":[{"sig":"AA=="}]}}`)
+	attach(t, l, image, referrer{artifactType: cosign.ArtifactTypeBundle, layers: []oci.Descriptor{bundleLayer(t, l, certBundle)}}, "")
+
+	issuer := "https://token.actions.githubusercontent.com"
+	acme, third := trust.Identity{Subject: "acme-ci", Issuer: issuer}, trust.Identity{Subject: "thirdparty-ci", Issuer: issuer}
+	// The bundle's certificate is third party's: a verifier accepts it for a list holding it.
+	fake := func(_ []byte, _ string, _ []byte, ids []trust.Identity) (string, error) {
+		for _, id := range ids {
+			if id == third {
+				return third.Subject, nil
+			}
+		}
+		return "", errors.New("certificate identity thirdparty-ci is not accepted")
+	}
+	m := &memTrust{root: []byte(`{"root":1}`), policy: &trust.Policy{Scopes: []trust.Scope{
+		{Match: "ghcr.io/acme/*", Level: trust.Strict, Identities: []trust.Identity{acme}},
+		{Match: "docker.io/thirdparty/*", Level: trust.Strict, Identities: []trust.Identity{third}},
+		{Match: "lab/*", Level: trust.Strict},
+	}}}
+	now := WithNow(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	for _, tc := range []struct {
+		name, tag string // tag: a second name given to the image first
+	}{
+		{name: "acme's own scope refuses third party's signer"},
+		{name: "a third-party tag does not bring its identities", tag: "docker.io/thirdparty/anything:v1"},
+		{name: "a tag in a scope without identities", tag: "lab/x:v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.tag != "" {
+				if err := l.Tag(tc.tag, image); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if a, err := Gadget(m, l, acmeRef, now, WithKeyless(fake)); err == nil {
+				t.Fatalf("verified %+v; want refused", a.Decision())
+			}
+		})
+	}
+	// The control: named only in third party's scope, the same bundle verifies.
+	l2, err := oci.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	image2 := packageGadget(t, l2, "docker.io/thirdparty/g:v1", "original", "")
+	attach(t, l2, image2, referrer{artifactType: cosign.ArtifactTypeBundle, layers: []oci.Descriptor{bundleLayer(t, l2, certBundle)}}, "")
+	if a, err := Gadget(m, l2, "docker.io/thirdparty/g:v1", now, WithKeyless(fake)); err != nil || a.Decision().Identity != third.Subject {
+		t.Fatalf("third party's own image: %v", err)
+	}
+}

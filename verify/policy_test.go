@@ -124,6 +124,8 @@ func TestPolicyScopeFromImageNames(t *testing.T) {
 	const ref, labRef = "ghcr.io/acme/unsigned:v1", "lab/other:v1"
 	desc := packageGadget(t, l, ref, "unsigned", "")
 	lab := packageGadget(t, l, labRef, "other", "")
+	// Named only by a helper-shaped tag (which image list hides) under the strict repository.
+	hidden := packageGadget(t, l, "ghcr.io/acme/hidden:sha256-"+strings.Repeat("0", 64), "hidden", "")
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	m := &memTrust{version: 1, keys: []trust.Key{newSigner(t).key}, expires: now.Add(time.Hour).Unix(), policy: &trust.Policy{Scopes: []trust.Scope{
 		{Match: "*", Level: trust.Audit},
@@ -144,10 +146,15 @@ func TestPolicyScopeFromImageNames(t *testing.T) {
 		{name: "digest prefix", ask: desc.Digest[:19]},
 		{name: "pinned", ask: "unsigned@" + desc.Digest},
 		{name: "a looser second tag", ask: "lab/unsigned:v1", extraTag: "lab/unsigned:v1"},
+		{name: "a helper-shaped name counts", ask: "lab/hidden:v1", extraTag: "lab/hidden:v1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.extraTag != "" {
-				if err := l.Tag(tc.extraTag, desc); err != nil {
+				target := desc
+				if strings.Contains(tc.extraTag, "hidden") {
+					target = hidden
+				}
+				if err := l.Tag(tc.extraTag, target); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -16,7 +16,11 @@ import (
 // a signature by a trusted key, without looking below the signed digest. Gadget does this
 // first; alone it serves images that are not runnable gadgets, and explaining a decision.
 func Signature(t trust.Reader, images *oci.Layout, ref string) (Decision, error) {
-	_, d, err := signature(t, images, ref, nil)
+	desc, err := images.Resolve(ref)
+	if err != nil {
+		return Decision{}, fmt.Errorf("verify %s: %w", ref, err)
+	}
+	_, d, err := signature(t, images, ref, desc, nil)
 	if err != nil {
 		return Decision{}, fmt.Errorf("verify %s: %w", ref, err)
 	}
@@ -123,17 +127,31 @@ func trustedKeys(t trust.Reader) ([]trustedKey, error) {
 // referrers of the digest (simple-signing referrers, then key-signed Sigstore bundles, in
 // index.json order).
 // keyless is what checking certificate-signed bundles needs; nil when the scope allows none.
+// keyless is what a keyless bundle must satisfy: a certificate from the trusted root whose
+// identity each of the image's policy scopes accepts (one identity list per scope).
 type keyless struct {
 	verify     KeylessVerifier
 	root       []byte
-	identities []trust.Identity
+	identities [][]trust.Identity
 }
 
-func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci.Descriptor, Decision, error) {
-	desc, err := images.Resolve(ref)
-	if err != nil {
-		return oci.Descriptor{}, Decision{}, err
+// check verifies a keyless bundle for digest against every scope's identities and returns the
+// signer's identity.
+func (kl *keyless) check(bundle []byte, digest string) (string, error) {
+	var subject string
+	for _, ids := range kl.identities {
+		s, err := kl.verify(bundle, digest, kl.root, ids)
+		if err != nil {
+			return "", err
+		}
+		subject = s
 	}
+	return subject, nil
+}
+
+// signature looks for a trusted signature of desc, the image ref resolved to: resolved once by
+// the caller, so that what is checked here is what the caller checked and runs.
+func signature(t trust.Reader, images *oci.Layout, ref string, desc oci.Descriptor, kl *keyless) (oci.Descriptor, Decision, error) {
 	if !oci.IsIndex(desc.MediaType) && !oci.IsManifest(desc.MediaType) {
 		return oci.Descriptor{}, Decision{}, fmt.Errorf("%s is a %q, not an image index or manifest", desc.Digest, desc.MediaType)
 	}
@@ -185,7 +203,7 @@ func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci
 		keyID, err := verifyKeyedBundle(b.data, desc.Digest, keys)
 		if errors.Is(err, errKeyless) && kl != nil {
 			var subject string
-			if subject, err = kl.verify(b.data, desc.Digest, kl.root, kl.identities); err == nil {
+			if subject, err = kl.check(b.data, desc.Digest); err == nil {
 				if t.Revoked(trust.Revocation{Kind: trust.RevokeIdentity, Value: subject}) {
 					err = fmt.Errorf("%w: signer identity %s", ErrRevoked, subject)
 				} else {
@@ -222,6 +240,7 @@ func signature(t trust.Reader, images *oci.Layout, ref string, kl *keyless) (oci
 	}
 
 	inImage := len(inLayout) + len(refs.simple) + len(refs.bundles)
+	var err error
 	switch n := len(stored) + inImage; {
 	case payloadErr != nil:
 		err = payloadErr

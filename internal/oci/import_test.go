@@ -294,6 +294,12 @@ func TestImportRejectsBadTar(t *testing.T) {
 			want: `oci-layout: unsupported imageLayoutVersion "2.0.0"`},
 		{name: "JSON file as a tar", path: filepath.Join(src.Dir(), "index.json"),
 			want: "read tar: unexpected EOF"},
+		// A tag spelled like a digest (or pinned) would stand for another image wherever a
+		// digest is accepted: the whole import is refused.
+		{name: "tag reads as a digest", path: mkTar("digesttag.tar", map[string]string{"oci-layout": marker,
+			"index.json": `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:` +
+				strings.Repeat("a", 64) + `","size":2,"annotations":{"org.opencontainers.image.ref.name":"sha256:` + strings.Repeat("b", 64) + `"}}]}`}),
+			want: `invalid tag "sha256:` + strings.Repeat("b", 64) + `": it reads as a digest`},
 	}
 	dst := newGadgetLayout(t)
 	for _, tt := range tests {

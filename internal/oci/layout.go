@@ -281,6 +281,14 @@ func validateRef(ref string) error {
 	if strings.ContainsFunc(ref, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
 		return fmt.Errorf("invalid reference %q: contains spaces or control characters", ref)
 	}
+	// Such a tag would stand for another image wherever a digest or a pinned reference is
+	// accepted (Resolve, and a policy scope naming a digest).
+	switch {
+	case isDigestRef(ref):
+		return fmt.Errorf("invalid tag %q: it reads as a digest", ref)
+	case strings.Contains(ref, "@"):
+		return fmt.Errorf("invalid tag %q: NAME@DIGEST pins a digest, a tag has no @", ref)
+	}
 	return nil
 }
 

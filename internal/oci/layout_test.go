@@ -213,6 +213,10 @@ func TestResolve(t *testing.T) {
 		tag(12, "acme/exec:v1"), // a second name of image 12
 		tag(0xee1, "one"),
 		tag(0xee2, "two"),
+		// Tags an older store or a hand-edited index may hold, spelled as image 1's digest and
+		// as image 4 pinned: they must never stand for those.
+		tag(13, d(1).Digest),
+		tag(14, "exec@"+d(4).Digest),
 	}
 	tests := []struct {
 		ref     string
@@ -222,6 +226,8 @@ func TestResolve(t *testing.T) {
 		errText string
 	}{
 		{ref: "ghcr.io/acme/trace_open:v1", want: 2},
+		{ref: d(1).Digest, want: 1}, // not the tag spelled like it (entry 13)
+		{ref: "exec@" + d(4).Digest, want: 4},
 		{ref: "ghcr.io/acme/trace_open", want: 1},
 		{ref: "trace_open", want: 1},
 		{ref: "trace_open:v2", want: 3},
@@ -295,6 +301,13 @@ func TestCheckImageTag(t *testing.T) {
 		"g@sha256:" + h:                       "a tag has no @",
 		"bad ref":                             "spaces or control characters",
 		"":                                    "empty",
+		"/":                                   "want [registry/]path[:tag]",
+		"x/":                                  "want [registry/]path[:tag]",
+		":x":                                  "want [registry/]path[:tag]",
+		"repo:x:y":                            "want [registry/]path[:tag]",
+		"Upper/case:v1":                       "want [registry/]path[:tag]",
+		"a//b:v1":                             "want [registry/]path[:tag]",
+		"localhost:5000/acme/g:V1.2_3-rc":     "",
 	} {
 		err := CheckImageTag(ref)
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {

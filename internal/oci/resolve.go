@@ -23,6 +23,12 @@ type Image struct {
 // reference (`registry/repo:sha256-<hex>.sig`, as `crane pull --annotate-ref` writes them).
 var helperTag = regexp.MustCompile(`^(.*:)?sha256-[0-9a-f]{64}(\.[a-z]+)?$`)
 
+// imageTag is the OCI distribution reference grammar without a digest: an optional registry
+// host (as Docker tells one: localhost, or a name with a dot or a port), slash-separated
+// lowercase path components, an optional tag.
+var imageTag = regexp.MustCompile(`^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)?` +
+	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?$`)
+
 // IsHelperTag reports whether ref is a digest-derived helper tag rather than an image name.
 func IsHelperTag(ref string) bool { return helperTag.MatchString(ref) }
 
@@ -34,13 +40,11 @@ func CheckImageTag(ref string) error {
 	if err := validateRef(ref); err != nil {
 		return err
 	}
-	switch {
-	case IsHelperTag(ref):
+	if IsHelperTag(ref) {
 		return fmt.Errorf("invalid tag %q: tags of the form sha256-<digest>, .sig, .att or .sbom are reserved for signatures, attestations and referrers", ref)
-	case isDigestRef(ref):
-		return fmt.Errorf("invalid tag %q: it reads as a digest", ref)
-	case strings.Contains(ref, "@"):
-		return fmt.Errorf("invalid tag %q: NAME@DIGEST pins a digest, a tag has no @", ref)
+	}
+	if !imageTag.MatchString(ref) {
+		return fmt.Errorf("invalid tag %q: want [registry/]path[:tag], path components of lowercase letters, digits and . _ - separators, a tag of letters, digits, _ . - (at most 128)", ref)
 	}
 	return nil
 }
@@ -77,12 +81,12 @@ func (l *Layout) List() ([]Image, error) {
 	return out, nil
 }
 
-// Resolve finds the index.json entry for ref, trying in order:
-//  1. the tag ref exactly (helper tags included);
-//  2. ref + ":latest" when ref names no tag;
-//  3. a pinned reference NAME@sha256:<hex> (see resolvePinned);
-//  4. a digest "sha256:<hex>", or a prefix of one such as `image list` shows, of a top-level
-//     entry that is not a helper tag;
+// Resolve finds the index.json entry for ref:
+//  1. a digest "sha256:<hex>", or a prefix of one such as `image list` shows, of a top-level
+//     entry that is not a helper tag (never a tag, whatever it is called);
+//  2. a pinned reference NAME@sha256:<hex> (see resolvePinned);
+//  3. otherwise the tag ref exactly (helper tags included);
+//  4. ref + ":latest" when ref names no tag;
 //  5. when ref has no "/", a unique image whose last path component is ref (e.g. "trace_open"
 //     or "trace_open:v1" for "ghcr.io/x/trace_open:v1"), preferring ":latest" when ref has no
 //     tag, then ignoring the tag.
@@ -101,6 +105,14 @@ func resolve(entries []Descriptor, ref string) (Descriptor, error) {
 	if ref == "" {
 		return Descriptor{}, fmt.Errorf("empty image reference: %w", ErrNotFound)
 	}
+	// A digest, or a name pinned to one, names content, never a tag (even one a store made
+	// before tags spelled like digests were refused): running by digest must run that digest.
+	if isDigestRef(ref) {
+		return resolveDigest(entries, ref)
+	}
+	if name, digest, pinned := strings.Cut(ref, "@"); pinned {
+		return resolvePinned(entries, ref, name, digest)
+	}
 	tags := map[string]Descriptor{}
 	for _, d := range entries {
 		if name, ok := d.Annotations[AnnotationRefName]; ok {
@@ -116,12 +128,6 @@ func resolve(entries []Descriptor, ref string) (Descriptor, error) {
 		if d, ok := tags[ref+":latest"]; ok {
 			return d, nil
 		}
-	}
-	if name, digest, pinned := strings.Cut(ref, "@"); pinned {
-		return resolvePinned(entries, ref, name, digest)
-	}
-	if isDigestRef(ref) {
-		return resolveDigest(entries, ref)
 	}
 	if strings.Contains(ref, "/") {
 		return Descriptor{}, fmt.Errorf("image %q: %w", ref, ErrNotFound)

@@ -148,8 +148,8 @@ func (p *Policy) ScopeFor(ref, repo, digest string) Scope {
 		switch {
 		case s.Match == digest:
 			rank = 4
-		case s.Match == ref || s.Match == repo:
-			rank = 3
+		case !strings.HasPrefix(s.Match, "sha256:") && (s.Match == ref || s.Match == repo):
+			rank = 3 // a digest scope is for that digest only, never a name spelled like it
 		case strings.HasSuffix(s.Match, "/*") && strings.HasPrefix(repo, strings.TrimSuffix(s.Match, "*")):
 			rank = 2
 		case s.Match == "*":

@@ -24,6 +24,8 @@ func TestScopeFor(t *testing.T) {
 		{"ghcr.io/acme/tools/g:v1", "ghcr.io/acme/tools/g", "sha256:x", "ghcr.io/acme/tools/*"},
 		{"ghcr.io/acmex/g", "ghcr.io/acmex/g", "sha256:x", "*"},
 		{"anything", "anything", digest, digest},
+		// A name spelled like the digest is not the digest.
+		{digest, digest, "sha256:x", "*"},
 	} {
 		if got := p.ScopeFor(tt.ref, tt.repo, tt.digest); got.Match != tt.want {
 			t.Errorf("ScopeFor(%q) = %q, want %q", tt.ref, got.Match, tt.want)
