@@ -255,7 +255,7 @@ func fresh(t trust.Reader, level trust.Level, now time.Time, d *Decision) error 
 		return nil
 	case now.IsZero():
 		d.Warnings = append(d.Warnings, "the device clock is unknown: trust freshness not checked")
-	case now.Unix() > expires:
+	case trust.Expired(expires, now):
 		stale := fmt.Sprintf("trust version %d expired at %s", t.Version(), time.Unix(expires, 0).UTC().Format(time.RFC3339))
 		if level == trust.Strict {
 			return fmt.Errorf("%w: %s (level strict)", ErrStale, stale)
