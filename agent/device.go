@@ -132,6 +132,11 @@ func snapshot(dataDir string) (*store.Snapshot, error) {
 
 // ImportImage imports an OCI image layout directory or tar into the device's image store.
 func ImportImage(dataDir, src string) ([]oci.Descriptor, error) {
+	// A source that is not there creates nothing; what is wrong inside one is found once the
+	// layout is open (an empty images/ may then stay: it lists as no images).
+	if _, err := os.Stat(src); err != nil {
+		return nil, fmt.Errorf("import %s: %w", src, err)
+	}
 	l, err := oci.Open(imageDir(dataDir)) // creates the data directory on a fresh device
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -105,6 +106,14 @@ func TestCommandsRefuseMissingDataDir(t *testing.T) {
 				}
 			})
 		}
+	}
+	// A source that is not there creates nothing.
+	typo := filepath.Join(parent, "typo")
+	if _, err := ImportImage(typo, filepath.Join(parent, "no-such.tar")); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("import of a missing source: %v", err)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Errorf("import of a missing source created %s (%v)", typo, err)
 	}
 	// Importing may create it: a fresh device imports its images before the agent first runs.
 	src := t.TempDir()
