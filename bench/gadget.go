@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -243,6 +244,161 @@ func benchEvents(e *env) {
 		"the ring buffer drops (lost_events) what a reader cannot keep up with, so a slower reader delivers fewer"
 	row.check(0.8**row.Ref, true)
 	e.add(row)
+	benchDrain(e, d, devNull)
+}
+
+// drainEvents is how many events the drain rows queue up before a reader starts on them;
+// drainRingBuffer holds them several times over (trace_open's records are about 330 bytes),
+// since every other process's opens during the burst take room too until read: trace_open
+// reserves a record before its prefix filter discards it.
+const (
+	drainEvents     = 50000
+	drainRingBuffer = 128 << 20
+)
+
+// benchDrain measures what each reader does per event with no producer competing for the CPU:
+// drainEvents failed opens under a unique prefix (trace_open's own filter keeps only those) are
+// queued in a ring buffer large enough for all of them while the reader is held, then timed
+// from its release until it has taken the last. bpfleet decodes and prints each as JSON to
+// /dev/null; the minimal reader only counts them.
+func benchDrain(e *env, d *device, devNull *os.File) {
+	row := Row{Group: "events", Figure: "event capacity, trace_open: a full ring buffer drained, decoded + JSON to /dev/null", Unit: "ev/s",
+		RefWhat: "cilium/ebpf ringbuf reader that only counts, same buffer", Result: "INFO"}
+	fail := func(err error) { row.Result, row.Note = "NOT MEASURED", err.Error(); e.add(row) }
+	prefix := filepath.Join(e.work, "drain") + "/"
+	burst := func() {
+		for i := range drainEvents {
+			if f, err := os.Open(prefix + strconv.Itoa(i)); err == nil { // never there: ENOENT
+				f.Close()
+			}
+		}
+	}
+
+	// bpfleet's runner, held at its first event (a marker open) while the burst is queued.
+	g, err := verify.Gadget(d.snap, d.images, throughputRef)
+	if err != nil {
+		fail(err)
+		return
+	}
+	held, hold, last := make(chan struct{}, 1), make(chan struct{}), make(chan time.Time, 1)
+	var drained atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan error, 1)
+	go func() {
+		st, err := runner.Run(ctx, g, runner.Options{Output: devNull, Format: runner.FormatJSON,
+			Params: map[string]string{"prefix": prefix, "events_max_entries": strconv.Itoa(drainRingBuffer)},
+			OnEvent: func(ev runner.Event) {
+				if f, _ := ev.Value("fname"); f == prefix+"marker" {
+					select {
+					case held <- struct{}{}:
+						<-hold
+					default:
+					}
+					return
+				}
+				if drained.Add(1) == drainEvents {
+					last <- time.Now()
+				}
+			}})
+		if err == nil && st.Lost > 0 {
+			err = fmt.Errorf("%d events lost: the ring buffer was too small", st.Lost)
+		}
+		res <- err
+	}()
+	for marked := false; !marked; {
+		os.Open(prefix + "marker") // until the gadget is attached and sees one
+		select {
+		case <-held:
+			marked = true
+		case err := <-res:
+			fail(fmt.Errorf("bpfleet run ended before its first event: %v", err))
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	burst()
+	t0 := time.Now()
+	close(hold)
+	var t1 time.Time
+	select {
+	case t1 = <-last:
+	case <-time.After(60 * time.Second):
+		fail(fmt.Errorf("bpfleet drained %d of %d events in 60 s", drained.Load(), drainEvents))
+		return
+	}
+	cancel()
+	if err := <-res; err != nil {
+		fail(err)
+		return
+	}
+	row.Value = f64(drainEvents / t1.Sub(t0).Seconds())
+
+	// The minimal reader, started on the same buffer once it is full.
+	ref, err := minimalDrain(d.elf[throughputRef], prefix, burst)
+	if err != nil {
+		fail(fmt.Errorf("minimal reader: %w", err))
+		return
+	}
+	row.Ref = f64(ref)
+	row.Ratio = f64(*row.Value / ref)
+	row.Detail = map[string]any{"events": drainEvents, "ring_buffer_bytes": drainRingBuffer,
+		"us_per_event_bpfleet": fmt.Sprintf("%.2f", 1e6 / *row.Value), "us_per_event_minimal": fmt.Sprintf("%.2f", 1e6/ref)}
+	row.Note = "what the reader itself costs, no producer competing: the ratio is the price of decoding and JSON, not a goal " +
+		"(the goal row above is throughput under load)"
+	e.add(row)
+}
+
+// minimalDrain loads trace_open with cilium/ebpf with the same prefix and ring buffer size,
+// queues the burst, then times counting its records.
+func minimalDrain(elf []byte, prefix string, burst func()) (float64, error) {
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(elf))
+	if err != nil {
+		return 0, err
+	}
+	p, counter := spec.Variables["prefix"], spec.Variables["events_lost_samples"]
+	if p == nil || counter == nil {
+		return 0, errors.New("trace_open has no prefix or events_lost_samples variable")
+	}
+	value := make([]byte, p.Size())
+	copy(value, prefix)
+	if err := p.Set(value); err != nil {
+		return 0, err
+	}
+	spec.Maps["events"].MaxEntries = drainRingBuffer
+	spec.Variables = nil
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return 0, err
+	}
+	defer coll.Close()
+	for prog, event := range map[string]string{"trace_enter_openat": "sys_enter_openat", "trace_exit_openat": "sys_exit_openat"} {
+		l, err := link.Tracepoint("syscalls", event, coll.Programs[prog], nil)
+		if err != nil {
+			return 0, err
+		}
+		defer l.Close()
+	}
+	rd, err := ringbuf.NewReader(coll.Maps["events"])
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	burst()
+	if lost, err := coll.Maps[counter.SectionName].LookupBytes(uint32(0)); err != nil {
+		return 0, err
+	} else if n := binary.NativeEndian.Uint64(lost[counter.Offset:]); n > 0 {
+		return 0, fmt.Errorf("%d events lost during the burst: the ring buffer was too small", n)
+	}
+	rd.SetDeadline(time.Now().Add(60 * time.Second))
+	var rec ringbuf.Record
+	t0 := time.Now()
+	for n := 0; n < drainEvents; n++ {
+		if err := rd.ReadInto(&rec); err != nil {
+			return 0, fmt.Errorf("after %d of %d records: %w", n, drainEvents, err)
+		}
+	}
+	return drainEvents / time.Since(t0).Seconds(), nil
 }
 
 // minimalReader loads trace_open with cilium/ebpf directly, attaches it and counts ring buffer

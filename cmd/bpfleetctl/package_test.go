@@ -121,7 +121,7 @@ func TestPackageChecksGadget(t *testing.T) {
 	os.WriteFile(notYAML, []byte("params: [unclosed"), 0o644)
 	for _, tc := range []struct{ name, elf, metadata, want string }{
 		{"another gadget's metadata", elf("trace_exec"), meta("trace_open"),
-			"with --metadata " + meta("trace_open") + ": gadget metadata describes parameter failed_only, which the program does not have"},
+			"with --metadata " + meta("trace_open") + ": gadget metadata describes parameter events_max_entries, which the program does not have"},
 		{"metadata not YAML", elf("trace_open"), notYAML, "gadget metadata: yaml: "},
 		{"not an ELF", meta("trace_open"), "", "--elf " + meta("trace_open") + ": parse ELF: "},
 	} {

@@ -55,6 +55,9 @@ GADGET_MAX_ENTRIES(start, 10240);
 GADGET_PARAM(start_max_entries);
 
 GADGET_TRACER_MAP(events, 256 * 1024);
+/* Ring buffer bytes: more rides out bursts of opens the reader cannot take at once. */
+GADGET_MAX_ENTRIES(events, 256 * 1024);
+GADGET_PARAM(events_max_entries);
 GADGET_TRACER(open, events, event);
 
 SEC("tracepoint/syscalls/sys_enter_openat")
