@@ -66,12 +66,10 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if err != nil {
 		return nil, err
 	}
-	// Deny and revocation come before everything, whatever the level or an override says.
-	if policy != nil && slices.Contains(policy.Deny, desc.Digest) {
-		return nil, fmt.Errorf("%w: %s is on the policy's deny-list", ErrDenied, desc.Digest)
-	}
-	if t.Revoked(trust.Revocation{Kind: trust.RevokeDigest, Value: desc.Digest}) {
-		return nil, fmt.Errorf("%w: the fleet revoked %s", ErrRevoked, desc.Digest)
+	// Deny and revocation come before everything, whatever the level or an override says;
+	// the rest of the digest chain is checked once it is known.
+	if err := withdrawn(t, policy, desc.Digest, ""); err != nil {
+		return nil, err
 	}
 	// A keyless signer must be one that every scope the image's names fall in accepts: a second
 	// tag in another scope must not bring its own identities.
@@ -134,6 +132,20 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if len(programs) != 1 {
 		return nil, fmt.Errorf("%w: manifest %s has %d layers of type %s", ErrNoProgram, manifestDesc.Digest, len(programs), oci.MediaTypeEBPFProgram)
 	}
+	// What runs is the program of this manifest: denying or revoking it, or an index that
+	// lists it, withdraws it however it was reached (through the index, or as an image of its
+	// own, as a layout may list a platform manifest next to its index).
+	if manifestDesc.Digest != desc.Digest {
+		if err := withdrawn(t, policy, manifestDesc.Digest, "platform manifest"); err != nil {
+			return nil, err
+		}
+	}
+	if err := withdrawn(t, policy, programs[0].Digest, "eBPF program layer"); err != nil {
+		return nil, err
+	}
+	if err := withdrawnIndexes(t, policy, images, manifestDesc.Digest); err != nil {
+		return nil, err
+	}
 	program, err := images.ReadBlob(programs[0])
 	if err != nil {
 		return nil, fmt.Errorf("eBPF program layer: %w", err)
@@ -151,6 +163,44 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 		return nil, fmt.Errorf("manifest %s has %d layers of type %s, want at most one", manifestDesc.Digest, len(btfgens), oci.MediaTypeBTFGen)
 	}
 	return &Approved{ref: ref, digest: signed.Digest, program: program, btfgen: btfgen, metadata: metadata, decision: decision}, nil
+}
+
+// withdrawn refuses a digest of the image's chain that the policy denies or the fleet revoked;
+// part names it below the image itself ("" for the image).
+func withdrawn(t trust.Reader, policy *trust.Policy, digest, part string) error {
+	label := digest
+	if part != "" {
+		label += " (the image's " + part + ")"
+	}
+	if policy != nil && slices.Contains(policy.Deny, digest) {
+		return fmt.Errorf("%w: %s is on the policy's deny-list", ErrDenied, label)
+	}
+	if t.Revoked(trust.Revocation{Kind: trust.RevokeDigest, Value: digest}) {
+		return fmt.Errorf("%w: the fleet revoked %s", ErrRevoked, label)
+	}
+	return nil
+}
+
+// withdrawnIndexes refuses a manifest that an image index in the store lists when that index
+// is denied or revoked: its content is the withdrawn image's.
+func withdrawnIndexes(t trust.Reader, policy *trust.Policy, images *oci.Layout, manifest string) error {
+	top, err := images.Index()
+	if err != nil {
+		return err
+	}
+	for _, d := range top.Manifests {
+		if !oci.IsIndex(d.MediaType) || d.Digest == manifest || withdrawn(t, policy, d.Digest, "") == nil {
+			continue
+		}
+		idx, err := images.ReadIndex(d)
+		if err != nil {
+			continue // not readable: it cannot be what runs, and verifying it reports the damage
+		}
+		if slices.ContainsFunc(idx.Manifests, func(m oci.Descriptor) bool { return m.Digest == manifest }) {
+			return fmt.Errorf("manifest %s is a platform manifest of image %s: %w", manifest, d.Digest, withdrawn(t, policy, d.Digest, ""))
+		}
+	}
+	return nil
 }
 
 // scopeFor picks the policy scope of an image from every name the device has for it (all its

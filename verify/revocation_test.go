@@ -247,3 +247,62 @@ func gadgetWithConfig(t *testing.T, l *oci.Layout, config oci.Descriptor) string
 	}
 	return idx.Digest
 }
+
+// TestWithdrawnAlongTheChain: what runs is a platform manifest's program, so denying or revoking
+// the manifest or the program withdraws the image, and a manifest of a withdrawn index stays
+// withdrawn when it is reached as an image of its own.
+func TestWithdrawnAlongTheChain(t *testing.T) {
+	l, err := oci.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newSigner(t)
+	index := packageGadget(t, l, gadgetRef, "withdrawn", "")
+	idx, err := l.ReadIndex(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := idx.Manifests[0]
+	program := programLayer(t, l, gadgetRef).Digest
+	const manifestRef = "ghcr.io/acme/trace_open:v1-arch" // as a layout may list it next to its index
+	if err := l.Tag(manifestRef, manifest); err != nil {
+		t.Fatal(err)
+	}
+	trustWith := func(p *trust.Policy, revoked ...string) *memTrust {
+		m := &memTrust{version: 1, keys: []trust.Key{key.key}, policy: p, revoked: map[trust.Revocation]bool{},
+			sigs: map[string][]trust.Signature{index.Digest: {key.sign(t, index.Digest)}, manifest.Digest: {key.sign(t, manifest.Digest)}}}
+		for _, d := range revoked {
+			m.revoked[trust.Revocation{Kind: trust.RevokeDigest, Value: d}] = true
+		}
+		return m
+	}
+	deny := func(d string) *trust.Policy { return &trust.Policy{Deny: []string{d}} }
+	for _, tc := range []struct {
+		name, ref string
+		trust     *memTrust
+		want      error
+		msg       string
+	}{
+		{"control: the index", gadgetRef, trustWith(nil), nil, ""},
+		{"control: the manifest alone", manifestRef, trustWith(nil), nil, ""},
+		{"manifest denied", gadgetRef, trustWith(deny(manifest.Digest)), ErrDenied, manifest.Digest + " (the image's platform manifest) is on the policy's deny-list"},
+		{"manifest revoked", gadgetRef, trustWith(nil, manifest.Digest), ErrRevoked, "the fleet revoked " + manifest.Digest + " (the image's platform manifest)"},
+		{"program denied", gadgetRef, trustWith(deny(program)), ErrDenied, program + " (the image's eBPF program layer)"},
+		{"index denied, manifest by tag", manifestRef, trustWith(deny(index.Digest)), ErrDenied, "is a platform manifest of image " + index.Digest},
+		{"index denied, manifest by digest", manifest.Digest, trustWith(deny(index.Digest)), ErrDenied, "is a platform manifest of image " + index.Digest},
+		{"index revoked, manifest by tag", manifestRef, trustWith(nil, index.Digest), ErrRevoked, "the fleet revoked " + index.Digest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Gadget(tc.trust, l, tc.ref)
+			if tc.want == nil {
+				if err != nil || a == nil {
+					t.Fatalf("Gadget(%s) = %v, %v; want it verified", tc.ref, a, err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Gadget(%s) = %v, %v; want %v saying %q", tc.ref, a, err, tc.want, tc.msg)
+			}
+		})
+	}
+}
