@@ -288,6 +288,8 @@ func validateRef(ref string) error {
 		return fmt.Errorf("invalid tag %q: it reads as a digest", ref)
 	case strings.Contains(ref, "@"):
 		return fmt.Errorf("invalid tag %q: NAME@DIGEST pins a digest, a tag has no @", ref)
+	case !imageTag.MatchString(ref):
+		return fmt.Errorf("invalid tag %q: want [registry/]path[:tag]: a lowercase host, path components of lowercase letters, digits and . _ - separators, a tag of letters, digits, _ . - (at most 128)", ref)
 	}
 	return nil
 }

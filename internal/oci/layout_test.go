@@ -217,6 +217,8 @@ func TestResolve(t *testing.T) {
 		// as image 4 pinned: they must never stand for those.
 		tag(13, d(1).Digest),
 		tag(14, "exec@"+d(4).Digest),
+		tag(15, "solo/tool:latest"),
+		tag(16, "solo/tool:v1"),
 	}
 	tests := []struct {
 		ref     string
@@ -229,10 +231,13 @@ func TestResolve(t *testing.T) {
 		{ref: d(1).Digest, want: 1}, // not the tag spelled like it (entry 13)
 		{ref: "exec@" + d(4).Digest, want: 4},
 		{ref: "ghcr.io/acme/trace_open", want: 1},
-		{ref: "trace_open", want: 1},
+		// Two repositories end in trace_open: a short name without a tag names neither.
+		{ref: "trace_open", wantErr: ErrAmbiguous, errText: "it names images of docker.io/other/trace_open, ghcr.io/acme/trace_open; give the repository"},
+		{ref: "tool", want: 15}, // one repository: its :latest
+		{ref: "tool:v1", want: 16},
 		{ref: "trace_open:v2", want: 3},
 		{ref: "trace_open:v3", wantErr: ErrNotFound},
-		{ref: "exec", wantErr: ErrAmbiguous, errText: "matches ghcr.io/acme/exec:latest, quay.io/x/exec:latest"},
+		{ref: "exec", wantErr: ErrAmbiguous, errText: "ghcr.io/acme/exec, quay.io/x/exec"},
 		{ref: "exec:latest", wantErr: ErrAmbiguous},
 		{ref: "localimg", want: 6},
 		{ref: "bpftop", want: 9},
@@ -308,6 +313,8 @@ func TestCheckImageTag(t *testing.T) {
 		"Upper/case:v1":                       "want [registry/]path[:tag]",
 		"a//b:v1":                             "want [registry/]path[:tag]",
 		"localhost:5000/acme/g:V1.2_3-rc":     "",
+		"GHCR.IO/acme/x:v1":                   "want [registry/]path[:tag]",
+		"ghcr.io//acme/x:v1":                  "want [registry/]path[:tag]",
 	} {
 		err := CheckImageTag(ref)
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {

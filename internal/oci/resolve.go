@@ -25,8 +25,9 @@ var helperTag = regexp.MustCompile(`^(.*:)?sha256-[0-9a-f]{64}(\.[a-z]+)?$`)
 
 // imageTag is the OCI distribution reference grammar without a digest: an optional registry
 // host (as Docker tells one: localhost, or a name with a dot or a port), slash-separated
-// lowercase path components, an optional tag.
-var imageTag = regexp.MustCompile(`^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)?` +
+// lowercase path components, an optional tag. Hosts are lowercase only, unlike Docker's: policy
+// scopes compare names as written, and GHCR.IO must not pass for another registry than ghcr.io.
+var imageTag = regexp.MustCompile(`^(?:(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::[0-9]+)?/|[a-z0-9-]+:[0-9]+/)?` +
 	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?$`)
 
 // IsHelperTag reports whether ref is a digest-derived helper tag rather than an image name.
@@ -42,9 +43,6 @@ func CheckImageTag(ref string) error {
 	}
 	if IsHelperTag(ref) {
 		return fmt.Errorf("invalid tag %q: tags of the form sha256-<digest>, .sig, .att or .sbom are reserved for signatures, attestations and referrers", ref)
-	}
-	if !imageTag.MatchString(ref) {
-		return fmt.Errorf("invalid tag %q: want [registry/]path[:tag], path components of lowercase letters, digits and . _ - separators, a tag of letters, digits, _ . - (at most 128)", ref)
 	}
 	return nil
 }
@@ -133,7 +131,21 @@ func resolve(entries []Descriptor, ref string) (Descriptor, error) {
 		return Descriptor{}, fmt.Errorf("image %q: %w", ref, ErrNotFound)
 	}
 
-	// Short names: first the last component with its tag, then without.
+	// Short names. Without a tag, the name must be one repository's: were it to prefer some
+	// repository's :latest, an image imported under another registry could take the name over.
+	if !hasTag {
+		var repos []string
+		for name := range tags {
+			if repo := Repository(name); !IsHelperTag(name) && repo[strings.LastIndex(repo, "/")+1:] == ref && !slices.Contains(repos, repo) {
+				repos = append(repos, repo)
+			}
+		}
+		if len(repos) > 1 {
+			slices.Sort(repos)
+			return Descriptor{}, fmt.Errorf("image %q: %w: it names images of %s; give the repository", ref, ErrAmbiguous, strings.Join(repos, ", "))
+		}
+	}
+	// Then the last component with its tag, then without.
 	matchers := []func(short string) bool{
 		func(short string) bool { return short == ref || (!hasTag && short == ref+":latest") },
 	}
