@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -277,22 +278,10 @@ func (p *jsonPrinter) print(ev Event) error {
 		}
 		buf = append(buf, p.keys[i]...)
 		switch v := f.Value.(type) {
-		case uint8:
-			buf = strconv.AppendUint(buf, uint64(v), 10)
-		case uint16:
-			buf = strconv.AppendUint(buf, uint64(v), 10)
-		case uint32:
-			buf = strconv.AppendUint(buf, uint64(v), 10)
-		case uint64:
-			buf = strconv.AppendUint(buf, v, 10)
-		case int8:
-			buf = strconv.AppendInt(buf, int64(v), 10)
-		case int16:
-			buf = strconv.AppendInt(buf, int64(v), 10)
-		case int32:
-			buf = strconv.AppendInt(buf, int64(v), 10)
-		case int64:
-			buf = strconv.AppendInt(buf, v, 10)
+		case uint8, uint16, uint32, uint64: // plain integers only: Errno, Signal and the like print by name
+			buf = strconv.AppendUint(buf, reflect.ValueOf(v).Uint(), 10)
+		case int8, int16, int32, int64:
+			buf = strconv.AppendInt(buf, reflect.ValueOf(v).Int(), 10)
 		case bool:
 			buf = strconv.AppendBool(buf, v)
 		default:
