@@ -127,8 +127,8 @@ func flipBlobByte(t *testing.T, l *oci.Layout, digest string) {
 	}
 }
 
-// programLayer returns the eBPF layer of the gadget ref for this machine.
-func programLayer(t *testing.T, l *oci.Layout, ref string) oci.Descriptor {
+// gadgetManifest returns the manifest of the gadget ref (packaged by packageGadget: one).
+func gadgetManifest(t *testing.T, l *oci.Layout, ref string) oci.Manifest {
 	t.Helper()
 	d, _ := l.Lookup(ref)
 	idx, err := l.ReadIndex(d)
@@ -139,5 +139,11 @@ func programLayer(t *testing.T, l *oci.Layout, ref string) oci.Descriptor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.Layers[0]
+	return m
+}
+
+// programLayer returns the eBPF layer of the gadget ref for this machine.
+func programLayer(t *testing.T, l *oci.Layout, ref string) oci.Descriptor {
+	t.Helper()
+	return gadgetManifest(t, l, ref).Layers[0]
 }

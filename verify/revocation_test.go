@@ -160,15 +160,7 @@ func TestConfigBlob(t *testing.T) {
 		digest := packageGadget(t, l, gadgetRef, "original", "").Digest
 		key := newSigner(t)
 		toLayout(t, l, key.sign(t, digest))
-		d, _ := l.Lookup(gadgetRef)
-		idx, err := l.ReadIndex(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := l.ReadManifest(idx.Manifests[0])
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := gadgetManifest(t, l, gadgetRef)
 		if _, err := GadgetWithKeys([]trust.Key{key.key}, l, gadgetRef); err != nil {
 			t.Fatal(err)
 		}
