@@ -62,10 +62,12 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 		return nil, err
 	}
 	policy := t.Policy()
-	scope, scopes, err := scopeFor(policy, images, desc.Digest)
+	// One read of index.json for the names and the indexes below: both judge the same store.
+	top, err := images.Index()
 	if err != nil {
 		return nil, err
 	}
+	scope, scopes := scopeFor(policy, top, desc.Digest)
 	// Deny and revocation come before everything, whatever the level or an override says;
 	// the rest of the digest chain is checked once it is known.
 	if err := withdrawn(t, policy, desc.Digest, ""); err != nil {
@@ -143,7 +145,7 @@ func gadget(t trust.Reader, images *oci.Layout, ref string, o options) (*Approve
 	if err := withdrawn(t, policy, programs[0].Digest, "eBPF program layer"); err != nil {
 		return nil, err
 	}
-	if err := withdrawnIndexes(t, policy, images, manifestDesc.Digest); err != nil {
+	if err := withdrawnIndexes(t, policy, images, top, manifestDesc.Digest); err != nil {
 		return nil, err
 	}
 	program, err := images.ReadBlob(programs[0])
@@ -181,13 +183,9 @@ func withdrawn(t trust.Reader, policy *trust.Policy, digest, part string) error 
 	return nil
 }
 
-// withdrawnIndexes refuses a manifest that an image index in the store lists when that index
-// is denied or revoked: its content is the withdrawn image's.
-func withdrawnIndexes(t trust.Reader, policy *trust.Policy, images *oci.Layout, manifest string) error {
-	top, err := images.Index()
-	if err != nil {
-		return err
-	}
+// withdrawnIndexes refuses a manifest that an image index in the store (top, its index.json)
+// lists when that index is denied or revoked: its content is the withdrawn image's.
+func withdrawnIndexes(t trust.Reader, policy *trust.Policy, images *oci.Layout, top oci.Index, manifest string) error {
 	for _, d := range top.Manifests {
 		if !oci.IsIndex(d.MediaType) || d.Digest == manifest || withdrawn(t, policy, d.Digest, "") == nil {
 			continue
@@ -209,13 +207,9 @@ func withdrawnIndexes(t trust.Reader, policy *trust.Policy, images *oci.Layout, 
 // name would. Of the scopes its names match, the strictest level decides (decisive); all of
 // them are returned too, one per distinct scope, for the rules that must hold in each. An
 // untagged image is matched by its digest (and wildcards) alone.
-func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (decisive trust.Scope, all []trust.Scope, err error) {
-	idx, err := images.Index()
-	if err != nil {
-		return trust.Scope{}, nil, err
-	}
+func scopeFor(p *trust.Policy, top oci.Index, digest string) (decisive trust.Scope, all []trust.Scope) {
 	var names []string
-	for _, d := range idx.Manifests {
+	for _, d := range top.Manifests {
 		if name, ok := d.Annotations[oci.AnnotationRefName]; ok && d.Digest == digest {
 			names = append(names, name)
 		}
@@ -223,7 +217,7 @@ func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (decisive trus
 	slices.Sort(names)
 	if len(names) == 0 {
 		s := p.ScopeFor("", "", digest)
-		return s, []trust.Scope{s}, nil
+		return s, []trust.Scope{s}
 	}
 	for i, name := range names {
 		s := p.ScopeFor(name, oci.Repository(name), digest)
@@ -234,7 +228,7 @@ func scopeFor(p *trust.Policy, images *oci.Layout, digest string) (decisive trus
 			decisive = s
 		}
 	}
-	return decisive, all, nil
+	return decisive, all
 }
 
 // strictness orders the levels from skip (0) to strict (3).
